@@ -1,0 +1,171 @@
+//! The in-process [`Bus`]: the same semantics as core NATS inside one process,
+//! for `agenttier up` and for tests.
+//!
+//! Like NATS, a subscriber whose buffer is full loses messages (it is a slow
+//! consumer); anything that must not be lost carries sequence numbers and has
+//! a replay path, on both implementations.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::transport::{
+    Bus as BusTrait, Error, Headers, Message, Result, Subscription, subject_matches,
+    validate_subject,
+};
+
+/// Messages a subscriber may have queued before it counts as slow and loses them.
+const SUBSCRIBER_CAPACITY: usize = 65_536;
+
+#[derive(Clone, Default)]
+pub struct Bus {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    subs: Mutex<Vec<Sub>>,
+    next_id: AtomicU64,
+}
+
+struct Sub {
+    id: u64,
+    pattern: String,
+    group: Option<String>,
+    tx: mpsc::Sender<Message>,
+}
+
+/// Removes the subscription from the registry when the stream is dropped.
+struct Unsubscribe {
+    id: u64,
+    inner: Arc<Inner>,
+}
+
+impl Drop for Unsubscribe {
+    fn drop(&mut self) {
+        if let Ok(mut subs) = self.inner.subs.lock() {
+            subs.retain(|s| s.id != self.id);
+        }
+    }
+}
+
+impl Bus {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn add(&self, pattern: String, group: Option<String>) -> Result<Subscription> {
+        validate_subject(&pattern, true)?;
+        let (tx, rx) = mpsc::channel(SUBSCRIBER_CAPACITY);
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        self.inner.subs.lock().expect("bus registry poisoned").push(Sub {
+            id,
+            pattern,
+            group,
+            tx,
+        });
+        let guard = Unsubscribe {
+            id,
+            inner: self.inner.clone(),
+        };
+        let stream = ReceiverStream::new(rx).map(move |m| {
+            let _keep = &guard;
+            m
+        });
+        Ok(Subscription::new(stream.boxed()))
+    }
+
+    /// Delivers `msg`; returns how many subscribers it reached.
+    fn deliver(&self, msg: Message) -> usize {
+        let subs = self.inner.subs.lock().expect("bus registry poisoned");
+        let mut delivered = 0;
+        // Queue groups: one member each, chosen at random as nats-server does.
+        let mut groups: Vec<(&str, Vec<&Sub>)> = Vec::new();
+        for sub in subs.iter().filter(|s| subject_matches(&s.pattern, &msg.subject)) {
+            if sub.tx.is_closed() {
+                continue;
+            }
+            match &sub.group {
+                None => {
+                    delivered += 1;
+                    if sub.tx.try_send(msg.clone()).is_err() {
+                        tracing::warn!(subject = %msg.subject, "slow consumer: message dropped");
+                    }
+                }
+                Some(g) => match groups.iter_mut().find(|(name, _)| name == g) {
+                    Some((_, members)) => members.push(sub),
+                    None => groups.push((g, vec![sub])),
+                },
+            }
+        }
+        for (_, members) in groups {
+            delivered += 1;
+            let pick = members[rand::random_range(0..members.len())];
+            if pick.tx.try_send(msg.clone()).is_err() {
+                tracing::warn!(subject = %msg.subject, "slow consumer: message dropped");
+            }
+        }
+        delivered
+    }
+}
+
+#[async_trait::async_trait]
+impl BusTrait for Bus {
+    async fn publish(&self, subject: String, headers: Headers, payload: Bytes) -> Result<()> {
+        validate_subject(&subject, false)?;
+        self.deliver(Message {
+            subject,
+            reply: None,
+            headers,
+            payload,
+        });
+        Ok(())
+    }
+
+    async fn subscribe(&self, subject: String) -> Result<Subscription> {
+        self.add(subject, None)
+    }
+
+    async fn queue_subscribe(&self, subject: String, group: String) -> Result<Subscription> {
+        self.add(subject, Some(group))
+    }
+
+    async fn request(
+        &self,
+        subject: String,
+        headers: Headers,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Message> {
+        validate_subject(&subject, false)?;
+        let inbox = format!("_INBOX.{:032x}", rand::random::<u128>());
+        let mut replies = self.add(inbox.clone(), None)?;
+        let reached = self.deliver(Message {
+            subject,
+            reply: Some(inbox),
+            headers,
+            payload,
+        });
+        if reached == 0 {
+            return Err(Error::NoResponders);
+        }
+        match tokio::time::timeout(timeout, replies.next()).await {
+            Ok(Some(reply)) => Ok(reply),
+            Ok(None) => Err(Error::Unavailable("bus closed".into())),
+            Err(_) => Err(Error::TimedOut),
+        }
+    }
+
+    async fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn is_connected(&self) -> bool {
+        true
+    }
+}

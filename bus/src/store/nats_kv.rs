@@ -1,0 +1,119 @@
+//! The store on NATS JetStream KV (a bucket with history 1).
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+
+use async_nats::jetstream::kv;
+
+use super::{Entry, Error, Result, Store, WatchEvent, validate_key, validate_prefix};
+
+#[derive(Clone)]
+pub struct NatsKvStore {
+    kv: kv::Store,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> Error {
+    Error::Unavailable(e.to_string())
+}
+
+impl NatsKvStore {
+    /// Opens the bucket, creating it if needed.
+    pub async fn open(client: async_nats::Client, bucket: &str) -> Result<Self> {
+        let js = async_nats::jetstream::new(client);
+        let kv = match js.get_key_value(bucket).await {
+            Ok(kv) => kv,
+            Err(_) => js
+                .create_key_value(kv::Config {
+                    bucket: bucket.to_string(),
+                    history: 1,
+                    ..Default::default()
+                })
+                .await
+                .map_err(unavailable)?,
+        };
+        Ok(Self { kv })
+    }
+}
+
+fn is_live(op: kv::Operation) -> bool {
+    matches!(op, kv::Operation::Put)
+}
+
+#[async_trait::async_trait]
+impl Store for NatsKvStore {
+    async fn get(&self, key: &str) -> Result<Option<Entry>> {
+        validate_key(key)?;
+        let e = self.kv.entry(key).await.map_err(unavailable)?;
+        Ok(e.filter(|e| is_live(e.operation)).map(|e| Entry {
+            value: e.value,
+            revision: e.revision,
+        }))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<(String, Entry)>> {
+        validate_prefix(prefix)?;
+        let keys: Vec<String> = match self.kv.keys().await {
+            Ok(keys) => keys.try_collect().await.map_err(unavailable)?,
+            Err(e) => return Err(unavailable(e)),
+        };
+        let mut out = Vec::new();
+        for key in keys.into_iter().filter(|k| k.starts_with(prefix)) {
+            if let Some(entry) = self.get(&key).await? {
+                out.push((key, entry));
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    async fn create(&self, key: &str, value: Bytes) -> Result<u64> {
+        validate_key(key)?;
+        self.kv.create(key, value).await.map_err(|e| match e.kind() {
+            kv::CreateErrorKind::AlreadyExists => Error::Exists(key.to_string()),
+            _ => unavailable(e),
+        })
+    }
+
+    async fn update(&self, key: &str, value: Bytes, revision: u64) -> Result<u64> {
+        validate_key(key)?;
+        self.kv
+            .update(key, value, revision)
+            .await
+            .map_err(|e| match e.kind() {
+                kv::UpdateErrorKind::WrongLastRevision => Error::Conflict(key.to_string()),
+                _ => unavailable(e),
+            })
+    }
+
+    async fn put(&self, key: &str, value: Bytes) -> Result<u64> {
+        validate_key(key)?;
+        self.kv.put(key, value).await.map_err(unavailable)
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        validate_key(key)?;
+        self.kv.delete(key).await.map_err(unavailable)
+    }
+
+    async fn watch(&self, prefix: &str) -> Result<BoxStream<'static, WatchEvent>> {
+        validate_prefix(prefix)?;
+        let filter = if prefix.is_empty() { ">".to_string() } else { format!("{prefix}>") };
+        let w = self.kv.watch_with_history(filter).await.map_err(unavailable)?;
+        Ok(w.filter_map(|e| async move {
+            let e = e.ok()?;
+            Some(if is_live(e.operation) {
+                WatchEvent::Put {
+                    key: e.key,
+                    entry: Entry {
+                        value: e.value,
+                        revision: e.revision,
+                    },
+                }
+            } else {
+                WatchEvent::Delete { key: e.key }
+            })
+        })
+        .boxed())
+    }
+}

@@ -1,0 +1,170 @@
+//! Every subject AgentTier uses, built in one place (SPEC §4, `docs/bus.md`).
+//!
+//! Tokens are DNS-1123 labels or generated ids, so they never contain dots or
+//! wildcards; callers validate names before building subjects from them.
+
+/// A request verb addressed to a sandbox's owning actor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Invoke,
+    Configure,
+    Cancel,
+    Exec,
+    Files,
+    Stop,
+    Resume,
+    Status,
+    InstallLog,
+    Invokes,
+}
+
+impl Verb {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verb::Invoke => "invoke",
+            Verb::Configure => "configure",
+            Verb::Cancel => "cancel",
+            Verb::Exec => "exec",
+            Verb::Files => "files",
+            Verb::Stop => "stop",
+            Verb::Resume => "resume",
+            Verb::Status => "status",
+            Verb::InstallLog => "installlog",
+            Verb::Invokes => "invokes",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Verb> {
+        Some(match s {
+            "invoke" => Verb::Invoke,
+            "configure" => Verb::Configure,
+            "cancel" => Verb::Cancel,
+            "exec" => Verb::Exec,
+            "files" => Verb::Files,
+            "stop" => Verb::Stop,
+            "resume" => Verb::Resume,
+            "status" => Verb::Status,
+            "installlog" => Verb::InstallLog,
+            "invokes" => Verb::Invokes,
+            _ => return None,
+        })
+    }
+}
+
+/// Subject builder for one deployment's prefix (default `agenttier`).
+#[derive(Debug, Clone)]
+pub struct Subjects {
+    prefix: String,
+}
+
+impl Default for Subjects {
+    fn default() -> Self {
+        Self::new("agenttier")
+    }
+}
+
+impl Subjects {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `<p>.sbx.<ns>.<name>.<verb>`: a request to the sandbox's actor.
+    pub fn sandbox(&self, ns: &str, name: &str, verb: Verb) -> String {
+        format!("{}.sbx.{ns}.{name}.{}", self.prefix, verb.as_str())
+    }
+
+    /// `<p>.sbx.<ns>.<name>.*`: everything addressed to one sandbox.
+    pub fn sandbox_all(&self, ns: &str, name: &str) -> String {
+        format!("{}.sbx.{ns}.{name}.*", self.prefix)
+    }
+
+    /// `<p>.inv.<id>.events`: every event of an invoke, with `seq`.
+    pub fn invoke_events(&self, invoke_id: &str) -> String {
+        format!("{}.inv.{invoke_id}.events", self.prefix)
+    }
+
+    /// `<p>.inv.<id>.replay`: request the retained events after a `seq`.
+    pub fn invoke_replay(&self, invoke_id: &str) -> String {
+        format!("{}.inv.{invoke_id}.replay", self.prefix)
+    }
+
+    /// `<p>.inv.<id>.stdin`: acknowledged stdin chunks after the first.
+    pub fn invoke_stdin(&self, invoke_id: &str) -> String {
+        format!("{}.inv.{invoke_id}.stdin", self.prefix)
+    }
+
+    /// `<p>.inv.<id>.attached`: a router still relays this invoke to a client.
+    pub fn invoke_attached(&self, invoke_id: &str) -> String {
+        format!("{}.inv.{invoke_id}.attached", self.prefix)
+    }
+
+    /// `<p>.cfg.<id>.events`: the log and result of one configure.
+    pub fn configure_events(&self, configure_id: &str) -> String {
+        format!("{}.cfg.{configure_id}.events", self.prefix)
+    }
+
+    /// `<p>.cfg.<id>.upload`: acknowledged file chunks of one configure.
+    pub fn configure_upload(&self, configure_id: &str) -> String {
+        format!("{}.cfg.{configure_id}.upload", self.prefix)
+    }
+
+    /// `<p>.events.<ns>.<name>`: lifecycle and agent events of a sandbox.
+    pub fn sandbox_events(&self, ns: &str, name: &str) -> String {
+        format!("{}.events.{ns}.{name}", self.prefix)
+    }
+
+    /// `<p>.events.>`: what integrations subscribe to.
+    pub fn all_sandbox_events(&self) -> String {
+        format!("{}.events.>", self.prefix)
+    }
+
+    /// `<p>.node.<node>.heartbeat`: executor liveness.
+    pub fn heartbeat(&self, node: &str) -> String {
+        format!("{}.node.{node}.heartbeat", self.prefix)
+    }
+
+    pub fn all_heartbeats(&self) -> String {
+        format!("{}.node.*.heartbeat", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_follow_the_spec() {
+        let s = Subjects::default();
+        assert_eq!(
+            s.sandbox("default", "demo", Verb::Invoke),
+            "agenttier.sbx.default.demo.invoke"
+        );
+        assert_eq!(s.invoke_events("inv-1"), "agenttier.inv.inv-1.events");
+        assert_eq!(s.sandbox_events("ns", "a"), "agenttier.events.ns.a");
+        assert_eq!(s.heartbeat("n1"), "agenttier.node.n1.heartbeat");
+    }
+
+    #[test]
+    fn verbs_round_trip() {
+        for v in [
+            Verb::Invoke,
+            Verb::Configure,
+            Verb::Cancel,
+            Verb::Exec,
+            Verb::Files,
+            Verb::Stop,
+            Verb::Resume,
+            Verb::Status,
+            Verb::InstallLog,
+            Verb::Invokes,
+        ] {
+            assert_eq!(Verb::parse(v.as_str()), Some(v));
+        }
+    }
+}
