@@ -15,4 +15,6 @@ pub mod store;
 pub mod subject;
 mod transport;
 
-pub use transport::{Bus, Error, Headers, Message, Result, Subscription, request_json, respond_json};
+pub use transport::{
+    Bus, Error, Headers, Message, Result, Subscription, WIRE_HEADER, request_json, respond_json,
+};

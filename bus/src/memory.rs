@@ -15,8 +15,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::transport::{
-    Bus as BusTrait, Error, Headers, Message, Result, Subscription, subject_matches,
-    validate_subject,
+    Bus as BusTrait, Error, Headers, MAX_MESSAGE_SIZE, Message, Result, Subscription, message_size,
+    subject_matches, validate_headers, validate_subject,
 };
 
 /// Messages a subscriber may have queued before it counts as slow and loses them.
@@ -63,12 +63,16 @@ impl Bus {
         validate_subject(&pattern, true)?;
         let (tx, rx) = mpsc::channel(SUBSCRIBER_CAPACITY);
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        self.inner.subs.lock().expect("bus registry poisoned").push(Sub {
-            id,
-            pattern,
-            group,
-            tx,
-        });
+        self.inner
+            .subs
+            .lock()
+            .expect("bus registry poisoned")
+            .push(Sub {
+                id,
+                pattern,
+                group,
+                tx,
+            });
         let guard = Unsubscribe {
             id,
             inner: self.inner.clone(),
@@ -80,13 +84,29 @@ impl Bus {
         Ok(Subscription::new(stream.boxed()))
     }
 
+    /// What NATS would refuse before sending.
+    fn check(subject: &str, headers: &Headers, payload: &[u8]) -> Result<()> {
+        validate_subject(subject, false)?;
+        validate_headers(headers)?;
+        let size = message_size(headers, payload);
+        if size > MAX_MESSAGE_SIZE {
+            return Err(Error::TooLarge(format!(
+                "{size} bytes, the limit is {MAX_MESSAGE_SIZE}"
+            )));
+        }
+        Ok(())
+    }
+
     /// Delivers `msg`; returns how many subscribers it reached.
     fn deliver(&self, msg: Message) -> usize {
         let subs = self.inner.subs.lock().expect("bus registry poisoned");
         let mut delivered = 0;
         // Queue groups: one member each, chosen at random as nats-server does.
         let mut groups: Vec<(&str, Vec<&Sub>)> = Vec::new();
-        for sub in subs.iter().filter(|s| subject_matches(&s.pattern, &msg.subject)) {
+        for sub in subs
+            .iter()
+            .filter(|s| subject_matches(&s.pattern, &msg.subject))
+        {
             if sub.tx.is_closed() {
                 continue;
             }
@@ -117,7 +137,7 @@ impl Bus {
 #[async_trait::async_trait]
 impl BusTrait for Bus {
     async fn publish(&self, subject: String, headers: Headers, payload: Bytes) -> Result<()> {
-        validate_subject(&subject, false)?;
+        Self::check(&subject, &headers, &payload)?;
         self.deliver(Message {
             subject,
             reply: None,
@@ -142,7 +162,7 @@ impl BusTrait for Bus {
         payload: Bytes,
         timeout: Duration,
     ) -> Result<Message> {
-        validate_subject(&subject, false)?;
+        Self::check(&subject, &headers, &payload)?;
         let inbox = format!("_INBOX.{:032x}", rand::random::<u128>());
         let mut replies = self.add(inbox.clone(), None)?;
         let reached = self.deliver(Message {

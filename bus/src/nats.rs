@@ -6,7 +6,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use crate::transport::{
-    Bus as BusTrait, Error, Headers, Message, Result, Subscription, validate_subject,
+    Bus as BusTrait, Error, Headers, Message, Result, Subscription, validate_headers,
+    validate_subject,
 };
 
 /// Options for connecting; the defaults suit a service.
@@ -26,6 +27,9 @@ impl Default for ConnectOptions {
     }
 }
 
+/// How long [`flush`](BusTrait::flush) waits for the server's answer.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
 #[derive(Clone, Debug)]
 pub struct Bus {
     client: async_nats::Client,
@@ -36,12 +40,12 @@ fn unavailable(e: impl std::fmt::Display) -> Error {
 }
 
 impl Bus {
-    /// Connects, retrying in the background after the first success.
+    /// Connects, retrying in the background after the first success; fails
+    /// when the first attempt does, so a wrong URL is reported at startup.
     pub async fn connect(url: &str, opts: ConnectOptions) -> Result<Self> {
         let client = async_nats::ConnectOptions::new()
             .name(opts.name)
             .ping_interval(opts.ping_interval)
-            .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(5))
             .subscription_capacity(65_536)
             .connect(url)
@@ -87,7 +91,9 @@ fn from_nats(msg: async_nats::Message) -> Message {
 #[async_trait::async_trait]
 impl BusTrait for Bus {
     async fn publish(&self, subject: String, headers: Headers, payload: Bytes) -> Result<()> {
+        use async_nats::PublishErrorKind as K;
         validate_subject(&subject, false)?;
+        validate_headers(&headers)?;
         let r = if headers.is_empty() {
             self.client.publish(subject, payload).await
         } else {
@@ -95,7 +101,11 @@ impl BusTrait for Bus {
                 .publish_with_headers(subject, to_nats(&headers), payload)
                 .await
         };
-        r.map_err(unavailable)
+        r.map_err(|e| match e.kind() {
+            K::MaxPayloadExceeded => Error::TooLarge(e.to_string()),
+            K::InvalidSubject => Error::InvalidSubject(e.to_string()),
+            K::Send => unavailable(e),
+        })
     }
 
     async fn subscribe(&self, subject: String) -> Result<Subscription> {
@@ -123,6 +133,7 @@ impl BusTrait for Bus {
     ) -> Result<Message> {
         use async_nats::RequestErrorKind as K;
         validate_subject(&subject, false)?;
+        validate_headers(&headers)?;
         let req = async_nats::Request::new()
             .payload(payload)
             .headers(to_nats(&headers))
@@ -133,13 +144,33 @@ impl BusTrait for Bus {
                 K::NoResponders => Error::NoResponders,
                 K::TimedOut => Error::TimedOut,
                 K::InvalidSubject => Error::InvalidSubject(e.to_string()),
-                K::MaxPayloadExceeded | K::Other => unavailable(e),
+                K::MaxPayloadExceeded => Error::TooLarge(e.to_string()),
+                K::Other => unavailable(e),
             }),
         }
     }
 
     async fn flush(&self) -> Result<()> {
-        self.client.flush().await.map_err(unavailable)
+        // async-nats' flush only empties the client's write buffer. A message
+        // to ourselves comes back only after the server has processed all
+        // this connection sent before it (the PING/PONG other clients use is
+        // not exposed), so subscriptions are in place once this returns.
+        let inbox = self.client.new_inbox();
+        let mut echo = self
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(unavailable)?;
+        self.client
+            .publish(inbox, Bytes::new())
+            .await
+            .map_err(unavailable)?;
+        self.client.flush().await.map_err(unavailable)?;
+        match tokio::time::timeout(FLUSH_TIMEOUT, echo.next()).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(unavailable("connection closed during flush")),
+            Err(_) => Err(Error::TimedOut),
+        }
     }
 
     fn is_connected(&self) -> bool {

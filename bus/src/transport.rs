@@ -34,6 +34,12 @@ pub enum Error {
     /// A subject that is not a valid NATS subject.
     #[error("invalid subject {0:?}")]
     InvalidSubject(String),
+    /// A header NATS cannot carry (the name is given).
+    #[error("invalid header {0:?}")]
+    InvalidHeader(String),
+    /// Headers and payload together exceed the largest message the bus carries.
+    #[error("message too large: {0}")]
+    TooLarge(String),
     #[error("invalid message: {0}")]
     Decode(#[from] serde_json::Error),
 }
@@ -62,7 +68,10 @@ impl Headers {
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -151,7 +160,9 @@ pub async fn request_json<Req: Serialize, Resp: DeserializeOwned>(
     timeout: Duration,
 ) -> Result<Resp> {
     let payload = Bytes::from(serde_json::to_vec(req)?);
-    let reply = bus.request(subject, json_headers(), payload, timeout).await?;
+    let reply = bus
+        .request(subject, json_headers(), payload, timeout)
+        .await?;
     reply.json()
 }
 
@@ -180,6 +191,39 @@ pub fn subject_matches(pattern: &str, subject: &str) -> bool {
     }
 }
 
+/// The largest message (headers and payload) the in-process bus carries: the
+/// default `max_payload` of nats-server, so `up` fails where NATS would.
+pub const MAX_MESSAGE_SIZE: usize = 1024 * 1024;
+
+/// Header names are visible ASCII without `:`, values have no CR or LF, as
+/// NATS requires (async-nats panics on anything else).
+pub fn validate_headers(headers: &Headers) -> Result<()> {
+    for (name, value) in headers.iter() {
+        if name.is_empty()
+            || name.contains(|c: char| !c.is_ascii_graphic() || c == ':')
+            || value.contains(['\r', '\n'])
+        {
+            return Err(Error::InvalidHeader(name.to_string()));
+        }
+    }
+    Ok(())
+}
+
+/// The size NATS counts against `max_payload`: headers as on the wire, then the payload.
+pub fn message_size(headers: &Headers, payload: &[u8]) -> usize {
+    let headers = if headers.is_empty() {
+        0
+    } else {
+        // "NATS/1.0\r\n", "name: value\r\n" each, "\r\n"
+        10 + headers
+            .iter()
+            .map(|(n, v)| n.len() + v.len() + 4)
+            .sum::<usize>()
+            + 2
+    };
+    headers + payload.len()
+}
+
 /// A subject to publish on: non-empty tokens, no wildcards, no whitespace.
 pub fn validate_subject(subject: &str, allow_wildcards: bool) -> Result<()> {
     let ok = !subject.is_empty()
@@ -187,10 +231,13 @@ pub fn validate_subject(subject: &str, allow_wildcards: bool) -> Result<()> {
             let last = i == subject.split('.').count() - 1;
             !t.is_empty()
                 && !t.contains(char::is_whitespace)
-                && (allow_wildcards && (t == "*" || (t == ">" && last))
-                    || !t.contains(['*', '>']))
+                && (allow_wildcards && (t == "*" || (t == ">" && last)) || !t.contains(['*', '>']))
         });
-    if ok { Ok(()) } else { Err(Error::InvalidSubject(subject.to_string())) }
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidSubject(subject.to_string()))
+    }
 }
 
 #[cfg(test)]
@@ -216,5 +263,14 @@ mod tests {
         assert!(validate_subject("a..b", false).is_err());
         assert!(validate_subject("a b", false).is_err());
         assert!(validate_subject("", false).is_err());
+    }
+
+    #[test]
+    fn headers_are_validated() {
+        assert!(validate_headers(&Headers::new().with("X-Ok", "a b: c")).is_ok());
+        assert!(validate_headers(&Headers::new().with("X Bad", "v")).is_err());
+        assert!(validate_headers(&Headers::new().with("X:Bad", "v")).is_err());
+        assert!(validate_headers(&Headers::new().with("", "v")).is_err());
+        assert!(validate_headers(&Headers::new().with("X-Ok", "a\r\nb")).is_err());
     }
 }

@@ -144,12 +144,16 @@ impl Template {
             if value.is_null() {
                 continue;
             }
-            let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default();
+            let kind = value
+                .get("kind")
+                .and_then(|k| k.as_str())
+                .unwrap_or_default();
             if kind != super::TemplateRef::CLUSTER && kind != super::TemplateRef::NAMESPACED {
                 continue;
             }
             let t: Template = serde_yaml::from_value(value)?;
-            t.validate().map_err(|message| TemplateError::Invalid { index, message })?;
+            t.validate()
+                .map_err(|message| TemplateError::Invalid { index, message })?;
             out.push(t);
         }
         Ok(out)
@@ -157,15 +161,24 @@ impl Template {
 
     pub fn validate(&self) -> Result<(), String> {
         if self.api_version != API_VERSION {
-            return Err(format!("apiVersion must be {API_VERSION}, got {:?}", self.api_version));
+            return Err(format!(
+                "apiVersion must be {API_VERSION}, got {:?}",
+                self.api_version
+            ));
         }
         if !super::is_dns_label(&self.metadata.name) {
-            return Err(format!("metadata.name {:?} is not a DNS-1123 label", self.metadata.name));
+            return Err(format!(
+                "metadata.name {:?} is not a DNS-1123 label",
+                self.metadata.name
+            ));
         }
-        if let Some(ns) = &self.metadata.namespace {
-            if !super::is_dns_label(ns) {
-                return Err(format!("metadata.namespace {ns:?} is not a DNS-1123 label"));
-            }
+        if let Some(ns) = self
+            .metadata
+            .namespace
+            .as_deref()
+            .filter(|ns| !super::is_dns_label(ns))
+        {
+            return Err(format!("metadata.namespace {ns:?} is not a DNS-1123 label"));
         }
         if self.kind == super::TemplateRef::NAMESPACED && self.metadata.namespace.is_none() {
             return Err("a SandboxTemplate needs metadata.namespace".into());
@@ -175,10 +188,10 @@ impl Template {
             ("defaultInvokeTimeout", &a.default_invoke_timeout),
             ("idleInvokeTimeout", &a.idle_invoke_timeout),
         ] {
-            if let Some(v) = v {
-                if super::parse_duration(v).is_none() {
-                    return Err(format!("spec.agent.{field} {v:?} is not a duration like 30s or 5m"));
-                }
+            if let Some(v) = v.as_deref().filter(|v| super::parse_duration(v).is_none()) {
+                return Err(format!(
+                    "spec.agent.{field} {v:?} is not a duration like 30s or 5m"
+                ));
             }
         }
         if a.max_concurrent_invokes == Some(0) {
@@ -187,8 +200,6 @@ impl Template {
         Ok(())
     }
 }
-
-
 
 /// The templates every installation has.
 pub fn builtin_templates() -> Vec<Template> {
@@ -202,7 +213,10 @@ mod tests {
 
     #[test]
     fn builtins_are_the_three_the_spec_names() {
-        let names: Vec<_> = builtin_templates().into_iter().map(|t| (t.metadata.name, t.spec.mode)).collect();
+        let names: Vec<_> = builtin_templates()
+            .into_iter()
+            .map(|t| (t.metadata.name, t.spec.mode))
+            .collect();
         assert_eq!(
             names,
             vec![
@@ -222,6 +236,9 @@ mod tests {
         let ok = "apiVersion: agenttier.io/v1alpha1\nkind: ClusterSandboxTemplate\nmetadata: {name: capped}\nspec:\n  mode: agent\n  agent: {maxConcurrentInvokes: 2, defaultInvokeTimeout: 5m}\n";
         let t = &Template::from_yaml_documents(ok).unwrap()[0];
         assert_eq!(t.spec.agent.max_concurrent_invokes(), 2);
-        assert_eq!(t.spec.agent.default_invoke_timeout(), Duration::from_secs(300));
+        assert_eq!(
+            t.spec.agent.default_invoke_timeout(),
+            Duration::from_secs(300)
+        );
     }
 }

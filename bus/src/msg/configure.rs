@@ -91,7 +91,10 @@ mod tests {
         assert_eq!(a, b);
         // Separators matter: moving a byte across the boundary changes the hash.
         let c = configure_hash(&["pipinstall".into()], [("/workspace/a", &b"1"[..])]);
-        let d = configure_hash(&["pip".into(), "install".into()], [("/workspace/a", &b"1"[..])]);
+        let d = configure_hash(
+            &["pip".into(), "install".into()],
+            [("/workspace/a", &b"1"[..])],
+        );
         assert_ne!(c, d);
         assert_eq!(a.len(), 64);
         // The empty configure hashes the empty input.

@@ -127,6 +127,9 @@ mod tests {
             serde_json::json!({"seq":3,"event":"log","data":{"stream":"stdout","data":"hello world"}})
         );
         assert_eq!(serde_json::from_value::<Event>(j).unwrap(), e);
-        assert_eq!(e.kind.data_json(), r#"{"stream":"stdout","data":"hello world"}"#);
+        assert_eq!(
+            e.kind.data_json(),
+            r#"{"stream":"stdout","data":"hello world"}"#
+        );
     }
 }

@@ -93,7 +93,10 @@ impl FileStore {
                     (Write::Delete, None) => return Ok(0),
                     _ => {}
                 }
-                let last = meta.get("revision").map_err(unavailable)?.map(|v| v.value());
+                let last = meta
+                    .get("revision")
+                    .map_err(unavailable)?
+                    .map(|v| v.value());
                 revision = last.unwrap_or(0) + 1;
                 meta.insert("revision", revision).map_err(unavailable)?;
                 match &value {

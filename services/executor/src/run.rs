@@ -1,0 +1,228 @@
+//! One run of a process tree: stdin in, output out as numbered events,
+//! limits enforced, exactly one end reported.
+//!
+//! Used by invokes and by configure installs. The task owns the child; the
+//! only ways out are the child exiting or the task killing the whole tree.
+
+use std::time::{Duration, Instant};
+
+use agenttier_bus::msg::{EventKind, ExitReason, LogData};
+use bytes::Bytes;
+use nix::sys::signal::Signal;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::events::EventLog;
+use crate::output::{LineSplitter, encode_line};
+use crate::runtime::{self, Runtime, Spec};
+
+/// Between SIGTERM and SIGKILL.
+pub const KILL_GRACE: Duration = Duration::from_secs(10);
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// Limits and signals of one run.
+pub struct Limits {
+    pub timeout: Duration,
+    pub idle_timeout: Option<Duration>,
+    pub max_output_bytes: u64,
+    pub cancel: CancellationToken,
+    /// Fires when no client has been attached for the grace period.
+    pub abandoned: CancellationToken,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub exit_code: i32,
+    pub reason: ExitReason,
+    pub cause: Option<String>,
+    pub message: Option<String>,
+    pub duration: Duration,
+    /// Every output byte, when asked for (the install log).
+    pub captured: Vec<u8>,
+}
+
+enum Out {
+    Line(&'static str, Vec<u8>),
+    Bytes(u64),
+    Done,
+}
+
+async fn pump(mut r: impl AsyncRead + Unpin, stream: &'static str, tx: mpsc::Sender<Out>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut split = LineSplitter::default();
+    let mut lines = Vec::new();
+    loop {
+        let n = match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if tx.send(Out::Bytes(n as u64)).await.is_err() {
+            return;
+        }
+        split.push(&buf[..n], &mut lines);
+        for l in lines.drain(..) {
+            if tx.send(Out::Line(stream, l)).await.is_err() {
+                return;
+            }
+        }
+    }
+    if let Some(l) = split.finish() {
+        let _ = tx.send(Out::Line(stream, l)).await;
+    }
+    let _ = tx.send(Out::Done).await;
+}
+
+/// Runs `spec`, feeding `stdin` then closing it, publishing a `log` event per
+/// line. Kills the tree on cancel, timeouts, abandonment and the output cap.
+pub async fn run(
+    rt: &Runtime,
+    spec: &Spec<'_>,
+    mut stdin: mpsc::Receiver<Bytes>,
+    limits: &Limits,
+    log: &EventLog,
+    capture: bool,
+) -> Outcome {
+    let started = Instant::now();
+    let mut child = match rt.command(spec).spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return Outcome {
+                exit_code: -1,
+                reason: ExitReason::Error,
+                cause: Some("start_failed".into()),
+                message: Some(format!("could not start {:?}: {e}", spec.argv[0])),
+                duration: started.elapsed(),
+                captured: Vec::new(),
+            };
+        }
+    };
+    let pgid = child.id().unwrap_or(0);
+    let (tx, mut rx) = mpsc::channel::<Out>(256);
+    if let Some(out) = child.stdout.take() {
+        tokio::spawn(pump(out, "stdout", tx.clone()));
+    }
+    if let Some(err) = child.stderr.take() {
+        tokio::spawn(pump(err, "stderr", tx.clone()));
+    }
+    drop(tx);
+    if let Some(mut w) = child.stdin.take() {
+        tokio::spawn(async move {
+            while let Some(chunk) = stdin.recv().await {
+                if w.write_all(&chunk).await.is_err() {
+                    break;
+                }
+            }
+            let _ = w.shutdown().await;
+        });
+    }
+
+    let mut end: Option<(ExitReason, &'static str, String)> = None;
+    let mut output_bytes = 0u64;
+    let mut open_streams = 2;
+    let mut captured = Vec::new();
+    let deadline = tokio::time::Instant::now() + limits.timeout;
+    let mut last_output = tokio::time::Instant::now();
+    let mut beat = tokio::time::interval(HEARTBEAT);
+    let mut status = None;
+    let mut killed_at: Option<tokio::time::Instant> = None;
+    loop {
+        let idle_at = limits.idle_timeout.map(|d| last_output + d);
+        let kill_at = killed_at.map(|t| t + KILL_GRACE);
+        tokio::select! {
+            out = rx.recv(), if open_streams > 0 => match out {
+                Some(Out::Line(stream, bytes)) => {
+                    if capture {
+                        captured.extend_from_slice(&bytes);
+                        captured.push(b'\n');
+                    }
+                    let (data, encoding) = encode_line(&bytes);
+                    log.emit(EventKind::Log(LogData { stream: stream.into(), data, encoding })).await;
+                }
+                Some(Out::Bytes(n)) => {
+                    last_output = tokio::time::Instant::now();
+                    output_bytes += n;
+                    if output_bytes > limits.max_output_bytes && end.is_none() {
+                        let msg = format!("output limit of {} bytes reached; the run was stopped", limits.max_output_bytes);
+                        log.emit(EventKind::Log(LogData { stream: "stderr".into(), data: format!("[agenttier] {msg}"), encoding: None })).await;
+                        end = Some((ExitReason::Error, "output_limit", msg));
+                        runtime::signal_tree(pgid, Signal::SIGKILL);
+                    }
+                }
+                Some(Out::Done) | None => open_streams -= 1,
+            },
+            s = child.wait(), if status.is_none() => {
+                status = Some(s);
+                // Whatever the leader left behind in its group goes with it.
+                runtime::signal_tree(pgid, Signal::SIGKILL);
+            }
+            _ = beat.tick() => log.heartbeat().await,
+            _ = limits.cancel.cancelled(), if end.is_none() => {
+                end = Some((ExitReason::Canceled, "", "canceled by request".into()));
+                runtime::signal_tree(pgid, Signal::SIGTERM);
+                killed_at = Some(tokio::time::Instant::now());
+            }
+            _ = limits.abandoned.cancelled(), if end.is_none() => {
+                end = Some((ExitReason::Canceled, "client_gone", "no client attached for the grace period".into()));
+                runtime::signal_tree(pgid, Signal::SIGTERM);
+                killed_at = Some(tokio::time::Instant::now());
+            }
+            _ = tokio::time::sleep_until(deadline), if end.is_none() => {
+                end = Some((ExitReason::Timeout, "max", format!("run exceeded its {}s limit", limits.timeout.as_secs())));
+                runtime::signal_tree(pgid, Signal::SIGTERM);
+                killed_at = Some(tokio::time::Instant::now());
+            }
+            _ = sleep_until_opt(idle_at), if end.is_none() && idle_at.is_some() => {
+                end = Some((ExitReason::Timeout, "idle", "no output for the idle timeout".into()));
+                runtime::signal_tree(pgid, Signal::SIGTERM);
+                killed_at = Some(tokio::time::Instant::now());
+            }
+            _ = sleep_until_opt(kill_at), if kill_at.is_some() => {
+                runtime::signal_tree(pgid, Signal::SIGKILL);
+                killed_at = None;
+            }
+        }
+        if status.is_some() && open_streams == 0 {
+            break;
+        }
+    }
+    let duration = started.elapsed();
+    match end {
+        Some((reason, cause, message)) => Outcome {
+            exit_code: -1,
+            reason,
+            cause: (!cause.is_empty()).then(|| cause.to_string()),
+            message: Some(message),
+            duration,
+            captured,
+        },
+        None => {
+            let code = match status {
+                Some(Ok(s)) => exit_code(s),
+                _ => -1,
+            };
+            Outcome {
+                exit_code: code,
+                reason: ExitReason::Completed,
+                cause: None,
+                message: None,
+                duration,
+                captured,
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The exit code, or 128 + signal for a process killed by a signal (as shells report it).
+fn exit_code(s: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    s.code().or_else(|| s.signal().map(|n| 128 + n)).unwrap_or(-1)
+}

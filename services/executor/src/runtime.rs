@@ -1,0 +1,207 @@
+//! The local runtime: a sandbox's processes under bubblewrap.
+//!
+//! Each process tree gets the host read-only, the sandbox's workspace at
+//! `/workspace`, a private `/tmp`, new PID/IPC/UTS namespaces, no network
+//! unless the template allows it, an unprivileged uid, and dies with the
+//! executor. The executor's data directory is hidden, so one sandbox never
+//! sees another's workspace. Every run is its own process group, which is how
+//! cancel, timeouts and stop reach the whole tree.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+/// Where a sandbox's workspace appears inside it.
+pub const WORKSPACE: &str = "/workspace";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Isolation {
+    /// bubblewrap namespaces (the default).
+    Bwrap,
+    /// No isolation at all: processes run as the executor's user on the host.
+    None,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "bubblewrap (bwrap) is not usable: {0}. Install it (Debian: apt-get install bubblewrap), \
+         or start with --isolation none to run sandboxes WITHOUT isolation"
+    )]
+    BwrapMissing(String),
+}
+
+/// What to run, where.
+pub struct Spec<'a> {
+    pub workspace: &'a Path,
+    pub argv: &'a [String],
+    pub env: &'a BTreeMap<String, String>,
+    pub network: bool,
+    /// Working directory inside the sandbox (absolute, under /workspace).
+    pub cwd: &'a str,
+}
+
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    isolation: Isolation,
+    /// `--ro-bind`/`--symlink` arguments recreating the host's top level.
+    host_args: Vec<String>,
+    /// Host paths hidden under an empty tmpfs (the executor's data directory).
+    hidden: Vec<PathBuf>,
+    path: String,
+}
+
+impl Runtime {
+    /// Checks that the isolation asked for works here.
+    pub fn new(isolation: Isolation, data_dir: &Path) -> Result<Self, Error> {
+        let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+        let rt = Self {
+            isolation,
+            host_args: host_args(),
+            hidden: vec![data_dir.to_path_buf()],
+            path,
+        };
+        if isolation == Isolation::Bwrap {
+            let probe = std::process::Command::new("bwrap")
+                .args(rt.bwrap_args(data_dir, false, WORKSPACE))
+                .arg("true")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .output()
+                .map_err(|e| Error::BwrapMissing(e.to_string()))?;
+            if !probe.status.success() {
+                return Err(Error::BwrapMissing(
+                    String::from_utf8_lossy(&probe.stderr).trim().to_string(),
+                ));
+            }
+        } else {
+            tracing::warn!(
+                "ISOLATION IS OFF (--isolation none): sandbox processes run as this user on the \
+                 host, can read and write anything it can, reach the network and outlive runs \
+                 that detach. Use only for development on a machine without bubblewrap."
+            );
+        }
+        Ok(rt)
+    }
+
+    pub fn isolation(&self) -> Isolation {
+        self.isolation
+    }
+
+    fn bwrap_args(&self, workspace: &Path, network: bool, cwd: &str) -> Vec<String> {
+        let mut a: Vec<String> = [
+            "--die-with-parent",
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--unshare-uts",
+            "--unshare-user",
+            "--uid",
+            "1000",
+            "--gid",
+            "1000",
+            "--hostname",
+            "sandbox",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if !network {
+            a.push("--unshare-net".into());
+        }
+        a.extend(self.host_args.iter().cloned());
+        for h in &self.hidden {
+            if h.exists() {
+                a.extend(["--tmpfs".into(), h.display().to_string()]);
+            }
+        }
+        a.extend(
+            ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--bind"]
+                .iter()
+                .map(|s| s.to_string()),
+        );
+        a.push(workspace.display().to_string());
+        a.push(WORKSPACE.into());
+        a.extend(["--chdir".into(), cwd.into()]);
+        a
+    }
+
+    /// A command for `spec`, in its own process group, with piped stdio.
+    pub fn command(&self, spec: &Spec<'_>) -> tokio::process::Command {
+        let mut cmd = match self.isolation {
+            Isolation::Bwrap => {
+                let mut c = tokio::process::Command::new("bwrap");
+                c.args(self.bwrap_args(spec.workspace, spec.network, spec.cwd));
+                c.arg("--");
+                c.args(spec.argv);
+                c
+            }
+            Isolation::None => {
+                // Without a mount namespace there is no /workspace: point
+                // arguments and the working directory at the real directory.
+                let real = |s: &str| match s.strip_prefix(WORKSPACE) {
+                    Some(rest) if rest.is_empty() || rest.starts_with('/') => {
+                        format!("{}{rest}", spec.workspace.display())
+                    }
+                    _ => s.to_string(),
+                };
+                let mut c = tokio::process::Command::new(real(&spec.argv[0]));
+                c.args(spec.argv[1..].iter().map(|a| real(a)));
+                c.current_dir(real(spec.cwd));
+                c
+            }
+        };
+        cmd.env_clear()
+            .env("PATH", &self.path)
+            .env("HOME", WORKSPACE)
+            .env("LANG", "C.UTF-8")
+            .env("PYTHONUNBUFFERED", "1")
+            .envs(spec.env)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        cmd
+    }
+}
+
+/// The host's top-level directories read-only and its symlinks as they are;
+/// the kernel filesystems and /tmp come fresh.
+fn host_args() -> Vec<String> {
+    const SKIP: &[&str] = &["proc", "dev", "sys", "tmp", "run", "workspace", "lost+found"];
+    let mut args = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/") else {
+        return vec!["--ro-bind".into(), "/usr".into(), "/usr".into()];
+    };
+    let mut entries: Vec<_> = entries.flatten().collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let name = e.file_name().to_string_lossy().to_string();
+        if SKIP.contains(&name.as_str()) {
+            continue;
+        }
+        let path = format!("/{name}");
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.file_type().is_symlink() {
+            if let Ok(target) = std::fs::read_link(&path) {
+                args.extend(["--symlink".into(), target.display().to_string(), path]);
+            }
+        } else if meta.is_dir() {
+            args.extend(["--ro-bind".into(), path.clone(), path]);
+        }
+    }
+    args
+}
+
+/// Signals every process of the run's process group.
+pub fn signal_tree(pgid: u32, signal: Signal) {
+    if let Ok(pid) = i32::try_from(pgid) {
+        let _ = killpg(Pid::from_raw(pid), signal);
+    }
+}

@@ -1,0 +1,48 @@
+//! Requests to a sandbox's owning actor, and what their failures mean in HTTP.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use agenttier_bus::model::{Phase, Sandbox};
+use agenttier_bus::msg::Reply;
+use agenttier_bus::request_json;
+use agenttier_bus::subject::Verb;
+
+use crate::{ApiError, Ctx};
+
+/// Phases in which an actor should be answering for its sandbox.
+pub(crate) const RUNNING: &[Phase] = &[Phase::Running];
+pub(crate) const RUNNING_OR_STOPPED: &[Phase] = &[Phase::Running, Phase::Stopped];
+
+/// A failed bus request about `sbx`: nobody answering a sandbox whose record
+/// says it should be served means its executor is down (503, retry);
+/// otherwise the phase does not allow the operation (409).
+pub(crate) fn bus_error(e: agenttier_bus::Error, sbx: &Sandbox, serving: &[Phase]) -> ApiError {
+    match e {
+        agenttier_bus::Error::NoResponders if serving.contains(&sbx.status.phase) => {
+            ApiError::ExecutorUnavailable
+        }
+        agenttier_bus::Error::NoResponders => ApiError::InvalidPhase(sbx.status.phase),
+        agenttier_bus::Error::TimedOut => ApiError::ExecutorTimeout,
+        agenttier_bus::Error::Decode(e) => ApiError::Internal(format!("unreadable actor reply: {e}")),
+        other => ApiError::Unavailable(format!("bus: {other}")),
+    }
+}
+
+/// Sends `req` to `sbx`'s actor as `verb` and unwraps its [`Reply`].
+pub(crate) async fn ask<Req: Serialize, T: DeserializeOwned>(
+    ctx: &Ctx,
+    sbx: &Sandbox,
+    verb: Verb,
+    req: &Req,
+    serving: &[Phase],
+) -> Result<T, ApiError> {
+    let subject = ctx.subjects.sandbox(&sbx.namespace, &sbx.name, verb);
+    let reply: Reply<T> = request_json(ctx.bus.as_ref(), subject, req, ctx.config.request_timeout)
+        .await
+        .map_err(|e| bus_error(e, sbx, serving))?;
+    match reply {
+        Reply::Ok(t) => Ok(t),
+        Reply::Rejected(r) => Err(ApiError::Rejected(r)),
+    }
+}

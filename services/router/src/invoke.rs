@@ -1,0 +1,276 @@
+//! Agent-mode invokes (SPEC §2.3): start one and stream it, resume a stream,
+//! cancel, list. Admission (mode, phase, entrypoint, cap, size) is the
+//! actor's; the router maps its answer and relays the events.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderName, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use agenttier_bus::Headers;
+use agenttier_bus::model::parse_duration;
+use agenttier_bus::msg::{
+    CHUNK_BYTES, CancelRequest, Event, InvokeAccepted, InvokeRequest, OFFSET_HEADER, SimpleRequest, StdinAck,
+};
+use agenttier_bus::subject::Verb;
+
+use crate::actor::{RUNNING, RUNNING_OR_STOPPED, ask};
+use crate::auth::Caller;
+use crate::error::{Json, Query};
+use crate::relay::{self, Kind, Relay, ReplayError};
+use crate::resolve::{NsQuery, resolve};
+use crate::{ApiError, Ctx, is_id, new_id};
+
+/// A relayed event stream as an SSE response (`id: seq`, `event: kind`).
+pub(crate) fn sse(rx: mpsc::Receiver<Event>, keepalive: Duration) -> Response {
+    let stream = ReceiverStream::new(rx).map(|e| {
+        Ok::<_, Infallible>(
+            SseEvent::default()
+                .id(e.seq.to_string())
+                .event(e.kind.name())
+                .data(e.kind.data_json()),
+        )
+    });
+    (
+        [
+            (header::CACHE_CONTROL, "no-cache"),
+            (HeaderName::from_static("x-accel-buffering"), "no"),
+        ],
+        Sse::new(stream).keep_alive(KeepAlive::new().interval(keepalive).text("keepalive")),
+    )
+        .into_response()
+}
+
+fn bus_unavailable(e: agenttier_bus::Error) -> ApiError {
+    ApiError::Unavailable(format!("bus: {e}"))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct InvokeQuery {
+    namespace: Option<String>,
+    prompt: Option<String>,
+    timeout: Option<String>,
+    detach: Option<String>,
+}
+
+fn parse_bool(name: &str, v: Option<&str>) -> Result<bool, ApiError> {
+    match v {
+        None | Some("") | Some("false") | Some("0") => Ok(false),
+        Some("true") | Some("1") => Ok(true),
+        Some(other) => Err(ApiError::InvalidRequest(format!("{name}: {other:?} must be true or false"))),
+    }
+}
+
+/// Reads at most `cap` bytes of the body and stops there.
+async fn read_capped(body: Body, cap: usize) -> Result<Bytes, ApiError> {
+    let mut stream = body.into_data_stream();
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::InvalidRequest(format!("could not read the request body: {e}")))?;
+        let room = cap - buf.len();
+        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if buf.len() >= cap {
+            break;
+        }
+    }
+    Ok(buf.freeze())
+}
+
+pub(crate) async fn invoke(
+    State(ctx): State<Ctx>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    Query(q): Query<InvokeQuery>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let sbx = resolve(&ctx, &caller, &id, q.namespace.as_deref()).await?;
+    let timeout_ms = match q.timeout.as_deref().filter(|t| !t.is_empty()) {
+        None => None,
+        Some(t) => Some(parse_duration(t).ok_or(ApiError::InvalidTimeout)?.as_millis() as u64),
+    };
+    let detach = parse_bool("detach", q.detach.as_deref())?;
+    // One byte past the limit is enough for the actor to answer 413 in order.
+    let cap = usize::try_from(ctx.config.max_stdin_bytes.saturating_add(1)).unwrap_or(usize::MAX);
+    let stdin = read_capped(body, cap).await?;
+    let invoke_id = new_id("inv-");
+    // Subscribe before asking, so not even the first event can be missed.
+    let events = ctx
+        .bus
+        .subscribe(ctx.subjects.invoke_events(&invoke_id))
+        .await
+        .map_err(bus_unavailable)?;
+    let req = InvokeRequest {
+        invoke_id: invoke_id.clone(),
+        caller,
+        prompt: q.prompt,
+        timeout_ms,
+        detach,
+        stdin_len: stdin.len() as u64,
+        stdin: stdin.slice(..stdin.len().min(CHUNK_BYTES)),
+    };
+    let accepted: InvokeAccepted = ask(&ctx, &sbx, Verb::Invoke, &req, RUNNING).await?;
+    tracing::info!(namespace = %sbx.namespace, name = %sbx.name, %invoke_id, "invoke accepted");
+    if stdin.len() > CHUNK_BYTES {
+        tokio::spawn(send_stdin(ctx.clone(), invoke_id.clone(), stdin));
+    }
+    let relay = Relay {
+        bus: ctx.bus.clone(),
+        kind: Kind::Invoke {
+            replay: ctx.subjects.invoke_replay(&invoke_id),
+            attached: (!detach).then(|| ctx.subjects.invoke_attached(&invoke_id)),
+            started_at: Some(accepted.started_at),
+            invoke_id,
+        },
+        liveness: ctx.config.liveness_timeout,
+        attach_interval: ctx.config.attach_interval,
+        shutdown: ctx.shutdown.clone(),
+    };
+    Ok(sse(relay.spawn(events, 0, None), ctx.config.keepalive_interval))
+}
+
+/// Sends stdin after the inline part as acknowledged chunks, in order.
+async fn send_stdin(ctx: Ctx, invoke_id: String, stdin: Bytes) {
+    let subject = ctx.subjects.invoke_stdin(&invoke_id);
+    let mut offset = CHUNK_BYTES;
+    while offset < stdin.len() {
+        let end = (offset + CHUNK_BYTES).min(stdin.len());
+        let headers = Headers::new().with(OFFSET_HEADER, offset.to_string());
+        let r = ctx
+            .bus
+            .request(subject.clone(), headers, stdin.slice(offset..end), ctx.config.request_timeout)
+            .await;
+        match r.and_then(|m| m.json::<StdinAck>()) {
+            Ok(_) => offset = end,
+            Err(e) => {
+                tracing::warn!(%invoke_id, offset, error = %e, "stdin chunk not acknowledged; giving up");
+                return;
+            }
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct CancelBody {
+    invoke_id: Option<String>,
+}
+
+pub(crate) async fn cancel(
+    State(ctx): State<Ctx>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    Query(q): Query<NsQuery>,
+    Json(body): Json<CancelBody>,
+) -> Result<StatusCode, ApiError> {
+    let sbx = resolve(&ctx, &caller, &id, q.namespace.as_deref()).await?;
+    let Some(invoke_id) = body.invoke_id.filter(|i| !i.is_empty()) else {
+        return Err(ApiError::InvalidRequest("invokeId: required".into()));
+    };
+    let req = CancelRequest { caller, invoke_id };
+    let _: serde_json::Value = ask(&ctx, &sbx, Verb::Cancel, &req, RUNNING_OR_STOPPED).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) async fn invokes(
+    State(ctx): State<Ctx>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    Query(q): Query<NsQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let sbx = resolve(&ctx, &caller, &id, q.namespace.as_deref()).await?;
+    let v: serde_json::Value = ask(&ctx, &sbx, Verb::Invokes, &SimpleRequest { caller }, RUNNING_OR_STOPPED).await?;
+    Ok(axum::Json(v))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct EventsQuery {
+    namespace: Option<String>,
+    after: Option<String>,
+}
+
+fn invoke_not_found() -> ApiError {
+    ApiError::NotFound("invoke not found")
+}
+
+/// Resume: replays the events after `Last-Event-ID` (or `?after=`), then
+/// follows live, on any router.
+pub(crate) async fn events(
+    State(ctx): State<Ctx>,
+    Caller(caller): Caller,
+    Path((id, invoke_id)): Path<(String, String)>,
+    Query(q): Query<EventsQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let sbx = resolve(&ctx, &caller, &id, q.namespace.as_deref()).await?;
+    if !is_id(&invoke_id, "inv-") {
+        return Err(invoke_not_found());
+    }
+    let after = headers
+        .get("last-event-id")
+        .map(|v| v.to_str().unwrap_or("x").trim().to_string())
+        .or(q.after)
+        .filter(|s| !s.is_empty());
+    let after = match after {
+        None => 0,
+        Some(s) => s
+            .parse::<u64>()
+            .map_err(|_| ApiError::InvalidRequest("Last-Event-ID (or after) must be a non-negative integer".into()))?,
+    };
+    let sub = ctx
+        .bus
+        .subscribe(ctx.subjects.invoke_events(&invoke_id))
+        .await
+        .map_err(bus_unavailable)?;
+    let replay_subject = ctx.subjects.invoke_replay(&invoke_id);
+    let initial = relay::replay(ctx.bus.as_ref(), &replay_subject, after, ctx.config.request_timeout)
+        .await
+        .map_err(|e| match e {
+            ReplayError::Bus(agenttier_bus::Error::NoResponders) => invoke_not_found(),
+            ReplayError::Bus(agenttier_bus::Error::TimedOut) => ApiError::ExecutorTimeout,
+            ReplayError::Bus(other) => bus_unavailable(other),
+            ReplayError::Rejected(r) => ApiError::Rejected(r),
+        })?;
+    tracing::debug!(namespace = %sbx.namespace, name = %sbx.name, %invoke_id, after, "invoke stream resumed");
+    let relay = Relay {
+        bus: ctx.bus.clone(),
+        kind: Kind::Invoke {
+            invoke_id: invoke_id.clone(),
+            replay: replay_subject,
+            attached: Some(ctx.subjects.invoke_attached(&invoke_id)),
+            started_at: None,
+        },
+        liveness: ctx.config.liveness_timeout,
+        attach_interval: ctx.config.attach_interval,
+        shutdown: ctx.shutdown.clone(),
+    };
+    Ok(sse(relay.spawn(sub, after, Some(initial)), ctx.config.keepalive_interval))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn body_reading_stops_one_past_the_cap() {
+        let b = read_capped(Body::from(vec![7u8; 100]), 11).await.unwrap_or_default();
+        assert_eq!(b.len(), 11);
+        let b = read_capped(Body::from(vec![7u8; 5]), 11).await.unwrap_or_default();
+        assert_eq!(b.len(), 5);
+    }
+
+    #[test]
+    fn detach_is_a_strict_bool() {
+        assert_eq!(parse_bool("detach", Some("true")).ok(), Some(true));
+        assert_eq!(parse_bool("detach", None).ok(), Some(false));
+        assert!(parse_bool("detach", Some("yes please")).is_err());
+    }
+}

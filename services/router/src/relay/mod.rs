@@ -1,0 +1,323 @@
+//! The event relay: one bus subscription (invoke or configure events) turned
+//! into an ordered, gap-free stream of [`Event`]s for one client.
+//!
+//! - Order: events are delivered by `seq`; duplicates drop; an event that
+//!   jumps ahead is held while the hole is filled from replay, and what replay
+//!   no longer has becomes one `gap` event, never a silent hole.
+//! - Liveness: after `liveness` without any message (heartbeats included) the
+//!   relay asks for a replay; when nobody answers it the stream ends with a
+//!   synthesized `exit` (`reason: error`, `cause: executor_lost`). Configure
+//!   has no replay subject, so its liveness probe is the actor's `status`.
+//! - Attachment: an invoke relay publishes `inv.<id>.attached` every
+//!   `attach_interval` so the executor knows a client still listens.
+//! - It ends after the terminal event, when the client leaves, or on shutdown.
+
+mod sequencer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use agenttier_bus::model::{Principal, now_unix_ms};
+use agenttier_bus::msg::{
+    Event, EventKind, ExitData, ExitReason, Rejection, ReplayReply, ReplayRequest, SimpleRequest,
+};
+use agenttier_bus::{Bus, Headers, Message, Subscription};
+
+pub(crate) use sequencer::Sequencer;
+
+/// Events asked for in one replay request (the reply stays under 1 MiB).
+const REPLAY_LIMIT: u32 = 1000;
+/// Events buffered between the relay and a slow client.
+const CLIENT_BUFFER: usize = 64;
+
+/// What is relayed, and how its liveness is probed.
+pub(crate) enum Kind {
+    Invoke {
+        invoke_id: String,
+        /// `inv.<id>.replay`.
+        replay: String,
+        /// `inv.<id>.attached`; `None` for detached invokes.
+        attached: Option<String>,
+        /// Unix ms, when known, for the synthesized exit's `durationMs`.
+        started_at: Option<u64>,
+    },
+    Configure {
+        /// `sbx.<ns>.<name>.status`.
+        status: String,
+        caller: Principal,
+    },
+}
+
+pub(crate) struct Relay {
+    pub bus: Arc<dyn Bus>,
+    pub kind: Kind,
+    /// Silence before a probe (and the probe's own timeout).
+    pub liveness: Duration,
+    pub attach_interval: Duration,
+    pub shutdown: CancellationToken,
+}
+
+/// The client went away; the relay stops.
+struct Gone;
+
+type Step<T = ()> = Result<T, Gone>;
+
+/// Asks `subject` for the retained events after `after`. The reply is a
+/// plain [`ReplayReply`], or a `Reply` wrapping one or a rejection.
+pub(crate) async fn replay(
+    bus: &dyn Bus,
+    subject: &str,
+    after: u64,
+    timeout: Duration,
+) -> Result<ReplayReply, ReplayError> {
+    let req = ReplayRequest { after, limit: REPLAY_LIMIT };
+    let payload = Bytes::from(serde_json::to_vec(&req).map_err(|e| ReplayError::Bus(e.into()))?);
+    let msg = bus
+        .request(subject.to_string(), Headers::new(), payload, timeout)
+        .await
+        .map_err(ReplayError::Bus)?;
+    decode_replay(&msg)
+}
+
+#[derive(Debug)]
+pub(crate) enum ReplayError {
+    Bus(agenttier_bus::Error),
+    Rejected(Rejection),
+}
+
+fn decode_replay(msg: &Message) -> Result<ReplayReply, ReplayError> {
+    let v: serde_json::Value = msg.json().map_err(ReplayError::Bus)?;
+    let parsed = if let Some(r) = v.get("rejected") {
+        return Err(serde_json::from_value(r.clone())
+            .map(ReplayError::Rejected)
+            .unwrap_or_else(|e| ReplayError::Bus(e.into())));
+    } else if let Some(ok) = v.get("ok") {
+        serde_json::from_value(ok.clone())
+    } else {
+        serde_json::from_value(v)
+    };
+    parsed.map_err(|e| ReplayError::Bus(e.into()))
+}
+
+impl Relay {
+    /// Starts relaying `sub` after seq `after`, first applying `initial` (a
+    /// replay the caller already fetched); the receiver yields the events.
+    pub fn spawn(self, sub: Subscription, after: u64, initial: Option<ReplayReply>) -> mpsc::Receiver<Event> {
+        let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
+        let run = Run {
+            relay: self,
+            seq: Sequencer::new(after),
+            out: tx,
+        };
+        tokio::spawn(run.run(sub, initial));
+        rx
+    }
+}
+
+struct Run {
+    relay: Relay,
+    seq: Sequencer,
+    out: mpsc::Sender<Event>,
+}
+
+impl Run {
+    async fn run(mut self, mut sub: Subscription, initial: Option<ReplayReply>) {
+        if let Some(r) = initial {
+            let finished = r.finished;
+            if self.apply_replay(r).await.is_err() || (finished && self.finish().await.is_err()) {
+                return;
+            }
+        }
+        let attached = match &self.relay.kind {
+            Kind::Invoke { attached, .. } => attached.clone(),
+            Kind::Configure { .. } => None,
+        };
+        let mut attach = tokio::time::interval(self.relay.attach_interval);
+        attach.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let shutdown = self.relay.shutdown.clone();
+        let mut heard = Instant::now();
+        while !self.seq.done() {
+            let deadline = heard + self.relay.liveness;
+            let step = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                _ = self.out.closed() => return,
+                m = sub.next() => match m {
+                    Some(m) => {
+                        heard = Instant::now();
+                        self.on_message(m).await.map(|_| true)
+                    }
+                    // The bus closed the subscription: as good as silence.
+                    None => self.on_silence().await.map(|_| false),
+                },
+                _ = tokio::time::sleep_until(deadline) => {
+                    heard = Instant::now();
+                    self.on_silence().await
+                }
+                _ = attach.tick(), if attached.is_some() => {
+                    if let Some(subject) = &attached
+                        && let Err(e) = self.relay.bus.publish(subject.clone(), Headers::new(), Bytes::new()).await
+                    {
+                        tracing::debug!(error = %e, "attached publish failed");
+                    }
+                    Ok(true)
+                }
+            };
+            if !matches!(step, Ok(true)) {
+                return;
+            }
+        }
+    }
+
+    async fn send(&mut self, events: Vec<Event>) -> Step {
+        for e in events {
+            if let (EventKind::Start(s), Kind::Invoke { started_at, .. }) = (&e.kind, &mut self.relay.kind) {
+                *started_at = Some(s.started_at);
+            }
+            self.out.send(e).await.map_err(|_| Gone)?;
+        }
+        Ok(())
+    }
+
+    async fn on_message(&mut self, m: Message) -> Step {
+        let ev: Event = match m.json() {
+            Ok(ev) => ev,
+            Err(e) => {
+                tracing::warn!(subject = %m.subject, error = %e, "undecodable event skipped");
+                return Ok(());
+            }
+        };
+        // A heartbeat carries the newest seq: beyond ours, we missed some.
+        let heartbeat_ahead = matches!(ev.kind, EventKind::Heartbeat).then_some(ev.seq);
+        let ready = self.seq.push(ev);
+        self.send(ready).await?;
+        let target = self.seq.known().max(heartbeat_ahead.unwrap_or(0));
+        if !self.seq.done() && (target > self.seq.last() || self.seq.hole().is_some()) {
+            self.catch_up(target).await?;
+        }
+        Ok(())
+    }
+
+    async fn fetch_replay(&self) -> Option<ReplayReply> {
+        let Kind::Invoke { replay: subject, .. } = &self.relay.kind else {
+            return None;
+        };
+        match replay(self.relay.bus.as_ref(), subject, self.seq.last(), self.relay.liveness).await {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::debug!(?e, "replay failed");
+                None
+            }
+        }
+    }
+
+    /// Delivers a replay: a gap for what is no longer retained, then its events.
+    async fn apply_replay(&mut self, r: ReplayReply) -> Step {
+        if r.first_retained > self.seq.last() + 1 {
+            let lost = self.seq.skip_to(r.first_retained - 1);
+            self.send(lost).await?;
+        }
+        for ev in r.events {
+            let ready = self.seq.push(ev);
+            self.send(ready).await?;
+        }
+        Ok(())
+    }
+
+    /// Fills everything up to `target` from replay; what replay cannot give
+    /// (or nobody answers for) becomes a gap.
+    async fn catch_up(&mut self, target: u64) -> Step {
+        while !self.seq.done() && (self.seq.last() < target || self.seq.hole().is_some()) {
+            let before = self.seq.last();
+            if let Some(r) = self.fetch_replay().await {
+                self.apply_replay(r).await?;
+            }
+            if self.seq.last() == before {
+                let to = target.max(self.seq.known());
+                let lost = self.seq.skip_to(to);
+                self.send(lost).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The run has ended: fetch what a size-capped replay left out; a run
+    /// whose terminal event cannot be had ends as lost.
+    async fn finish(&mut self) -> Step {
+        while !self.seq.done() {
+            let before = self.seq.last();
+            if let Some(r) = self.fetch_replay().await {
+                self.apply_replay(r).await?;
+            }
+            if self.seq.last() == before {
+                break;
+            }
+        }
+        if !self.seq.done() {
+            self.lost().await?;
+        }
+        Ok(())
+    }
+
+    /// Nothing heard for a while: is anyone still there? `Ok(false)` ends.
+    async fn on_silence(&mut self) -> Step<bool> {
+        match &self.relay.kind {
+            Kind::Invoke { .. } => {
+                let Some(r) = self.fetch_replay().await else {
+                    self.lost().await?;
+                    return Ok(false);
+                };
+                let finished = r.finished;
+                self.apply_replay(r).await?;
+                if finished {
+                    self.finish().await?;
+                }
+                Ok(!self.seq.done())
+            }
+            Kind::Configure { status, caller } => {
+                let req = SimpleRequest { caller: caller.clone() };
+                let r: Result<serde_json::Value, _> =
+                    agenttier_bus::request_json(self.relay.bus.as_ref(), status.clone(), &req, self.relay.liveness)
+                        .await;
+                match r {
+                    Err(agenttier_bus::Error::NoResponders) => {
+                        self.lost().await?;
+                        Ok(false)
+                    }
+                    _ => Ok(true),
+                }
+            }
+        }
+    }
+
+    /// Ends the stream with the event that says the executor is gone.
+    async fn lost(&mut self) -> Step {
+        let seq = self.seq.last() + 1;
+        let kind = match &self.relay.kind {
+            Kind::Invoke { invoke_id, started_at, .. } => EventKind::Exit(ExitData {
+                invoke_id: invoke_id.clone(),
+                exit_code: -1,
+                duration_ms: started_at.map(|s| now_unix_ms().saturating_sub(s)).unwrap_or(0),
+                reason: ExitReason::Error,
+                cause: Some("executor_lost".into()),
+                message: Some("lost contact with the executor running this invoke".into()),
+            }),
+            Kind::Configure { .. } => EventKind::Error(serde_json::json!({
+                "phase": "install",
+                "message": "lost contact with the executor running this configure",
+            })),
+        };
+        tracing::warn!(seq, "executor lost; ending the stream");
+        let ready = self.seq.push(Event { seq, kind });
+        self.send(ready).await
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,244 @@
+//! Relay behaviour over the in-process bus, with a fake executor's replay.
+
+use std::time::Duration;
+
+use agenttier_bus::memory;
+use agenttier_bus::msg::{GapData, LogData, StartData};
+use agenttier_bus::subject::Subjects;
+
+use super::*;
+
+const INV: &str = "inv-0123456789abcdef01234567";
+
+fn log(seq: u64) -> Event {
+    Event {
+        seq,
+        kind: EventKind::Log(LogData {
+            stream: "stdout".into(),
+            data: format!("line {seq}"),
+            encoding: None,
+        }),
+    }
+}
+
+fn exit(seq: u64) -> Event {
+    Event {
+        seq,
+        kind: EventKind::Exit(ExitData {
+            invoke_id: INV.into(),
+            exit_code: 0,
+            duration_ms: 5,
+            reason: ExitReason::Completed,
+            cause: None,
+            message: None,
+        }),
+    }
+}
+
+fn heartbeat(seq: u64) -> Event {
+    Event {
+        seq,
+        kind: EventKind::Heartbeat,
+    }
+}
+
+fn invoke_relay(bus: &memory::Bus, liveness: Duration, shutdown: CancellationToken) -> Relay {
+    let s = Subjects::default();
+    Relay {
+        bus: Arc::new(bus.clone()),
+        kind: Kind::Invoke {
+            invoke_id: INV.into(),
+            replay: s.invoke_replay(INV),
+            attached: Some(s.invoke_attached(INV)),
+            started_at: None,
+        },
+        liveness,
+        attach_interval: Duration::from_millis(50),
+        shutdown,
+    }
+}
+
+async fn start(bus: &memory::Bus, liveness: Duration) -> (mpsc::Receiver<Event>, CancellationToken) {
+    let sub = bus
+        .subscribe(Subjects::default().invoke_events(INV))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let token = CancellationToken::new();
+    (invoke_relay(bus, liveness, token.clone()).spawn(sub, 0, None), token)
+}
+
+async fn publish(bus: &memory::Bus, ev: &Event) {
+    let payload = Bytes::from(serde_json::to_vec(ev).unwrap_or_default());
+    let _ = bus
+        .publish(Subjects::default().invoke_events(INV), Headers::new(), payload)
+        .await;
+}
+
+/// A fake executor answering replays from a fixed retained log.
+async fn serve_replay(bus: &memory::Bus, retained: Vec<Event>, finished: bool) {
+    let mut sub = bus
+        .subscribe(Subjects::default().invoke_replay(INV))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let bus = bus.clone();
+    tokio::spawn(async move {
+        while let Some(m) = sub.next().await {
+            let Ok(req) = m.json::<ReplayRequest>() else { continue };
+            let reply = ReplayReply {
+                first_retained: retained.first().map(|e| e.seq).unwrap_or(1),
+                events: retained.iter().filter(|e| e.seq > req.after).cloned().collect(),
+                finished,
+            };
+            let _ = agenttier_bus::respond_json(&bus, &m, &reply).await;
+        }
+    });
+}
+
+/// Everything the relay delivers until it ends (bounded by 3 s).
+async fn drain(mut rx: mpsc::Receiver<Event>) -> Vec<Event> {
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+        while let Some(e) = rx.recv().await {
+            out.push(e);
+        }
+    })
+    .await;
+    out
+}
+
+fn seqs(events: &[Event]) -> Vec<u64> {
+    events.iter().map(|e| e.seq).collect()
+}
+
+#[tokio::test]
+async fn holes_are_filled_from_replay_in_order() {
+    let bus = memory::Bus::new();
+    serve_replay(&bus, vec![log(1), log(2), log(3)], false).await;
+    let (rx, _t) = start(&bus, Duration::from_secs(2)).await;
+    publish(&bus, &log(1)).await;
+    publish(&bus, &log(3)).await;
+    publish(&bus, &log(2)).await;
+    publish(&bus, &exit(4)).await;
+    let got = drain(rx).await;
+    assert_eq!(seqs(&got), vec![1, 2, 3, 4]);
+    assert_eq!(got[1], log(2));
+    assert!(got[3].kind.is_terminal());
+}
+
+#[tokio::test]
+async fn what_replay_no_longer_has_becomes_a_gap() {
+    let bus = memory::Bus::new();
+    serve_replay(&bus, vec![log(3)], false).await;
+    let (rx, _t) = start(&bus, Duration::from_secs(2)).await;
+    publish(&bus, &log(1)).await;
+    publish(&bus, &log(3)).await;
+    publish(&bus, &exit(4)).await;
+    let got = drain(rx).await;
+    assert_eq!(seqs(&got), vec![1, 2, 3, 4]);
+    assert_eq!(got[1].kind, EventKind::Gap(GapData { from: 2, to: 2 }));
+}
+
+#[tokio::test]
+async fn a_heartbeat_ahead_of_us_fetches_the_missed_events() {
+    let bus = memory::Bus::new();
+    serve_replay(&bus, vec![log(1), log(2)], false).await;
+    let (rx, _t) = start(&bus, Duration::from_secs(2)).await;
+    publish(&bus, &heartbeat(2)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    publish(&bus, &exit(3)).await;
+    assert_eq!(seqs(&drain(rx).await), vec![1, 2, 3]);
+}
+
+#[tokio::test]
+async fn silence_with_nobody_answering_replay_ends_with_executor_lost() {
+    let bus = memory::Bus::new();
+    let (rx, _t) = start(&bus, Duration::from_millis(200)).await;
+    publish(
+        &bus,
+        &Event {
+            seq: 1,
+            kind: EventKind::Start(StartData {
+                invoke_id: INV.into(),
+                started_at: now_unix_ms(),
+            }),
+        },
+    )
+    .await;
+    let got = drain(rx).await;
+    assert_eq!(seqs(&got), vec![1, 2]);
+    match &got[1].kind {
+        EventKind::Exit(d) => {
+            assert_eq!((d.exit_code, d.reason), (-1, ExitReason::Error));
+            assert_eq!(d.cause.as_deref(), Some("executor_lost"));
+            assert_eq!(d.invoke_id, INV);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn silence_while_replay_answers_keeps_waiting_and_a_finished_run_is_drained() {
+    let bus = memory::Bus::new();
+    serve_replay(&bus, vec![log(1), log(2), exit(3)], true).await;
+    let (rx, _t) = start(&bus, Duration::from_millis(100)).await;
+    // Nothing live at all: the liveness probe's replay delivers the whole run.
+    assert_eq!(seqs(&drain(rx).await), vec![1, 2, 3]);
+}
+
+#[tokio::test]
+async fn resume_applies_the_initial_replay_then_follows_live() {
+    let bus = memory::Bus::new();
+    let sub = bus
+        .subscribe(Subjects::default().invoke_events(INV))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let initial = ReplayReply {
+        events: vec![log(3)],
+        finished: false,
+        first_retained: 1,
+    };
+    let rx = invoke_relay(&bus, Duration::from_secs(2), CancellationToken::new()).spawn(sub, 2, Some(initial));
+    publish(&bus, &log(3)).await;
+    publish(&bus, &exit(4)).await;
+    assert_eq!(seqs(&drain(rx).await), vec![3, 4]);
+}
+
+#[tokio::test]
+async fn attached_is_published_while_relaying_and_shutdown_ends_the_stream() {
+    let bus = memory::Bus::new();
+    let mut attached = bus
+        .subscribe(Subjects::default().invoke_attached(INV))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (rx, token) = start(&bus, Duration::from_secs(5)).await;
+    for _ in 0..3 {
+        let got = tokio::time::timeout(Duration::from_secs(1), attached.next()).await;
+        assert!(matches!(got, Ok(Some(_))));
+    }
+    token.cancel();
+    assert!(drain(rx).await.is_empty());
+}
+
+#[tokio::test]
+async fn configure_streams_end_with_an_error_when_the_actor_is_gone() {
+    let bus = memory::Bus::new();
+    let s = Subjects::default();
+    let sub = bus
+        .subscribe(s.configure_events("cfg-1"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let relay = Relay {
+        bus: Arc::new(bus.clone()),
+        kind: Kind::Configure {
+            status: s.sandbox("default", "demo", agenttier_bus::subject::Verb::Status),
+            caller: Principal::default(),
+        },
+        liveness: Duration::from_millis(100),
+        attach_interval: Duration::from_secs(5),
+        shutdown: CancellationToken::new(),
+    };
+    let rx = relay.spawn(sub, 0, None);
+    let got = drain(rx).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].kind.name(), "error");
+}

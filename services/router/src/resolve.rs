@@ -1,0 +1,154 @@
+//! `{id}` → one sandbox record (SPEC §2.2).
+//!
+//! `?namespace=` selects the namespace. Without it the name is looked up in
+//! `default` first, then among the caller's sandboxes in other namespaces:
+//! one match is it, several are a 409 naming them, none is a 404. Another
+//! user's sandbox is a 404 exactly as if it did not exist.
+
+use serde::Deserialize;
+
+use agenttier_bus::model::{Principal, Sandbox, is_dns_label};
+use agenttier_bus::store::get_json;
+
+use crate::{ApiError, Ctx};
+
+pub(crate) const DEFAULT_NAMESPACE: &str = "default";
+
+/// The `?namespace=` every sandbox route takes (other keys are ignored).
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct NsQuery {
+    pub namespace: Option<String>,
+}
+
+pub(crate) fn check_namespace(ns: &str) -> Result<(), ApiError> {
+    if is_dns_label(ns) {
+        Ok(())
+    } else {
+        Err(ApiError::InvalidRequest(format!(
+            "namespace {ns:?} is not a DNS-1123 label"
+        )))
+    }
+}
+
+/// Finds the sandbox `name` the caller means.
+pub(crate) async fn resolve(
+    ctx: &Ctx,
+    caller: &Principal,
+    name: &str,
+    namespace: Option<&str>,
+) -> Result<Sandbox, ApiError> {
+    if let Some(ns) = namespace {
+        check_namespace(ns)?;
+    }
+    if !is_dns_label(name) {
+        return Err(ApiError::sandbox_not_found());
+    }
+    let store = ctx.store.as_ref();
+    let first_ns = namespace.unwrap_or(DEFAULT_NAMESPACE);
+    if let Some((s, _)) = get_json::<Sandbox>(store, &Sandbox::key(first_ns, name)).await?
+        && caller.may_access(&s.created_by.sub)
+    {
+        return Ok(s);
+    }
+    if namespace.is_some() {
+        return Err(ApiError::sandbox_not_found());
+    }
+    let mut candidates = Vec::new();
+    for (key, entry) in store.list(Sandbox::KEY_PREFIX).await? {
+        // Cheap filter on the key before decoding: `sandboxes.<ns>.<name>`.
+        if !key.ends_with(&format!(".{name}")) {
+            continue;
+        }
+        match entry.decode::<Sandbox>(&key) {
+            Ok(s) => candidates.push(s),
+            Err(e) => tracing::warn!(error = %e, "skipping unreadable sandbox record"),
+        }
+    }
+    pick(candidates, caller, name)
+}
+
+/// The rule for a name given without a namespace, over every record named
+/// `name` outside `default`.
+pub(crate) fn pick(candidates: Vec<Sandbox>, caller: &Principal, name: &str) -> Result<Sandbox, ApiError> {
+    let mut mine: Vec<Sandbox> = candidates
+        .into_iter()
+        .filter(|s| s.name == name && s.namespace != DEFAULT_NAMESPACE && caller.may_access(&s.created_by.sub))
+        .collect();
+    match mine.len() {
+        0 => Err(ApiError::sandbox_not_found()),
+        1 => Ok(mine.remove(0)),
+        _ => {
+            let mut namespaces: Vec<String> = mine.into_iter().map(|s| s.namespace).collect();
+            namespaces.sort();
+            Err(ApiError::Ambiguous {
+                name: name.to_string(),
+                namespaces,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agenttier_bus::model::{Mode, Owner, SandboxStatus, TemplateRef};
+
+    pub(crate) fn sandbox(ns: &str, name: &str, owner: &str) -> Sandbox {
+        Sandbox {
+            name: name.into(),
+            namespace: ns.into(),
+            mode: Mode::Agent,
+            template_ref: TemplateRef {
+                name: "python-agent".into(),
+                kind: TemplateRef::CLUSTER.into(),
+                namespace: None,
+            },
+            image: String::new(),
+            env: Default::default(),
+            agent: Default::default(),
+            network: Default::default(),
+            created_at: "2026-01-01T00:00:00Z".into(),
+            created_by: Owner {
+                sub: owner.into(),
+                ..Default::default()
+            },
+            status: SandboxStatus::default(),
+        }
+    }
+
+    fn user(sub: &str, admin: bool) -> Principal {
+        Principal {
+            sub: sub.into(),
+            admin,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn one_match_elsewhere_is_it() {
+        let got = pick(vec![sandbox("team", "a", "u1"), sandbox("x", "a", "u2")], &user("u1", false), "a");
+        assert_eq!(got.map(|s| s.namespace).ok().as_deref(), Some("team"));
+    }
+
+    #[test]
+    fn several_matches_name_the_namespaces() {
+        let got = pick(vec![sandbox("b", "a", "u1"), sandbox("a", "a", "u1")], &user("u1", false), "a");
+        match got {
+            Err(ApiError::Ambiguous { namespaces, .. }) => assert_eq!(namespaces, vec!["a", "b"]),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn other_users_sandboxes_are_invisible_but_admins_see_all() {
+        let c = || vec![sandbox("team", "a", "u2")];
+        assert!(matches!(pick(c(), &user("u1", false), "a"), Err(ApiError::NotFound(_))));
+        assert!(pick(c(), &user("root", true), "a").is_ok());
+    }
+
+    #[test]
+    fn default_namespace_records_are_not_candidates() {
+        // `default` is looked up by key first; the fallback only sees others.
+        assert!(pick(vec![sandbox("default", "a", "u1")], &user("u1", false), "a").is_err());
+    }
+}
