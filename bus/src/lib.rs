@@ -16,5 +16,6 @@ pub mod subject;
 mod transport;
 
 pub use transport::{
-    Bus, Error, Headers, Message, Result, Subscription, WIRE_HEADER, request_json, respond_json,
+    Bus, Error, Headers, MAX_MESSAGE_SIZE, Message, Result, Subscription, WIRE_HEADER,
+    request_json, respond_json,
 };

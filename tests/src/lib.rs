@@ -5,7 +5,9 @@
 //! several of them share: the [`NatsServer`] guard and small async helpers.
 //! It is not a place for scenarios or for mocks of AgentTier's own parts.
 
+pub mod client;
 pub mod nats_server;
+pub mod process;
 
 use std::future::Future;
 use std::time::Duration;

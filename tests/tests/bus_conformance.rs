@@ -78,6 +78,7 @@ conformance!(
     request_to_silent_subscriber_times_out,
     dropping_subscription_unsubscribes,
     payload_of_900_kib_round_trips,
+    message_over_1_mib_fails_with_too_large,
     invalid_subjects_are_rejected,
     messages_from_one_publisher_arrive_in_order,
 );
@@ -427,6 +428,34 @@ async fn payload_of_900_kib_round_trips(f: Fixture) {
             .unwrap();
     assert_eq!(reply.payload, payload);
     responder.await.unwrap();
+}
+
+async fn message_over_1_mib_fails_with_too_large(f: Fixture) {
+    let _sub = subscribe(&*f.b, "t.huge").await;
+    let max = agenttier_bus::MAX_MESSAGE_SIZE;
+    let over = Bytes::from(vec![7u8; max + 1]);
+    // Headers count too: a payload that fits alone does not fit with them.
+    let headers = Headers::new().with("X-Pad", "x".repeat(64));
+    let cases = [
+        (Headers::new(), over),
+        (headers, Bytes::from(vec![7u8; max - 32])),
+    ];
+    for (headers, payload) in cases {
+        let size = payload.len();
+        let err =
+            f.a.publish("t.huge".into(), headers.clone(), payload.clone())
+                .await;
+        assert!(
+            matches!(err, Err(Error::TooLarge(_))),
+            "publish {size}: {err:?}"
+        );
+        let err = f.a.request("t.huge".into(), headers, payload, WAIT).await;
+        assert!(
+            matches!(err, Err(Error::TooLarge(_))),
+            "request {size}: {err:?}"
+        );
+    }
+    assert!(f.a.is_connected());
 }
 
 async fn invalid_subjects_are_rejected(f: Fixture) {

@@ -72,14 +72,17 @@ pub struct Owner {
     pub display_name: String,
 }
 
-/// What the last configure left active, as `GET /sandboxes/{id}` shows it.
+/// What the last configure left active, as `GET /sandboxes/{id}` shows it
+/// (and as the configure `result` reports it). v0.8 clients parse
+/// `entrypoint` as a list and `installExitCode` as an integer, so neither is
+/// ever null: no entrypoint is `[]`, no install is `0`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct AgentConfigure {
     pub last_configured_at: String,
     pub install_command_hash: String,
-    pub entrypoint: Option<Vec<String>>,
-    pub install_exit_code: Option<i32>,
+    pub entrypoint: Vec<String>,
+    pub install_exit_code: i32,
     pub max_concurrent_invokes: u32,
     pub default_invoke_timeout_seconds: u64,
 }

@@ -43,8 +43,8 @@ pub struct ConfigurePlan {
     pub paths: Vec<std::path::PathBuf>,
     pub network: bool,
     pub env: BTreeMap<String, String>,
-    /// The state to report when skipped.
-    pub current: AgentState,
+    /// The status to report when skipped.
+    pub current: AgentConfigure,
 }
 
 struct Running {
@@ -110,9 +110,10 @@ impl SandboxActor {
     fn agent_configure(&self) -> AgentConfigure {
         AgentConfigure {
             last_configured_at: self.agent.last_configured_at.clone().unwrap_or_default(),
-            install_command_hash: self.agent.last_hash.clone(),
-            entrypoint: self.entrypoint(),
-            install_exit_code: self.agent.install_exit_code,
+            // The hash of the configuration in force; the exit code of the last attempt.
+            install_command_hash: self.agent.hash.clone().unwrap_or_else(|| self.agent.last_hash.clone()),
+            entrypoint: self.entrypoint().unwrap_or_default(),
+            install_exit_code: self.agent.install_exit_code.unwrap_or(0),
             max_concurrent_invokes: self.limit(),
             default_invoke_timeout_seconds: self.record.agent.default_invoke_timeout().as_secs(),
         }
@@ -329,14 +330,14 @@ impl Handler<BeginConfigure> for SandboxActor {
             paths,
             network: self.record.network.allow_egress,
             env: self.env(),
-            current: self.agent.clone(),
+            current: self.agent_configure(),
         })
     }
 }
 
-/// The outcome of an accepted, not skipped, configure.
+/// The outcome of an accepted, not skipped, configure; answers the status.
 #[derive(Message)]
-#[rtype(result = "AgentState")]
+#[rtype(result = "AgentConfigure")]
 pub struct EndConfigure {
     pub hash: String,
     /// `None` when the files phase failed before any install.
@@ -365,7 +366,7 @@ impl Handler<EndConfigure> for SandboxActor {
             }
         }
         self.persist();
-        MessageResult(self.agent.clone())
+        MessageResult(self.agent_configure())
     }
 }
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use agenttier_bus::model::{Phase, Sandbox, now_rfc3339};
+use agenttier_bus::model::{Phase, Sandbox};
 use agenttier_bus::msg::{
     CancelRequest, ConfigureAccepted, ConfigureRequest, EventKind, ExitData, ExitReason,
     InvokeAccepted, InvokeRequest, OFFSET_HEADER, Rejection, Reply, SimpleRequest, StartData,
@@ -265,15 +265,7 @@ async fn configure(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
     let log = EventLog::new(bus.clone(), node.subjects.configure_events(&req.configure_id));
     reply(&node, &msg, Ok(ConfigureAccepted { skipped: plan.skipped })).await;
     if plan.skipped {
-        let ep = req.entrypoint.clone().or(plan.current.entrypoint.clone());
-        let result = serde_json::json!({
-            "lastConfiguredAt": plan.current.last_configured_at,
-            "installCommandHash": req.hash,
-            "entrypoint": ep,
-            "installExitCode": plan.current.install_exit_code,
-            "skipped": true,
-        });
-        log.emit(EventKind::Result(result)).await;
+        log.emit(EventKind::Result(result_json(&plan.current, true))).await;
         return;
     }
     tokio::spawn(async move {
@@ -306,13 +298,14 @@ async fn configure(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
             if let Err(e) = sbx.dirs.write_install_log(&output) {
                 tracing::warn!(error = %e, "writing install log failed");
             }
-            if code != 0 {
-                let message = why.unwrap_or_else(|| format!("install exited with code {code}"));
+            // A non-zero exit is reported by `installExitCode` alone (v0.8
+            // clients stop reading at `error`); `error` means it could not run.
+            if let Some(message) = why.filter(|_| code < 0) {
                 log.emit(EventKind::Error(serde_json::json!({"phase": "install", "message": message}))).await;
             }
             install_exit_code = Some(code);
         }
-        let state = sbx
+        let status = sbx
             .handle
             .ask(EndConfigure {
                 hash: req.hash.clone(),
@@ -323,18 +316,22 @@ async fn configure(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
             })
             .await
             .unwrap_or_default();
-        let result = serde_json::json!({
-            "lastConfiguredAt": state.last_configured_at.unwrap_or_else(now_rfc3339),
-            "installCommandHash": req.hash,
-            "entrypoint": state.entrypoint,
-            "installExitCode": install_exit_code,
-            "skipped": false,
-        });
-        log.emit(EventKind::Result(result)).await;
+        log.emit(EventKind::Result(result_json(&status, false))).await;
         let ok = files_ok && install_exit_code.is_none_or(|c| c == 0);
         let kind = if ok { "AgentConfigured" } else { "ConfigureDenied" };
         node.lifecycle(&sbx, kind, &req.caller.sub, None, serde_json::json!({"installExitCode": install_exit_code, "files": req.files.len()})).await;
     });
+}
+
+/// The configure `result` event: the status in force, and whether it was skipped.
+fn result_json(status: &agenttier_bus::model::AgentConfigure, skipped: bool) -> serde_json::Value {
+    serde_json::json!({
+        "lastConfiguredAt": status.last_configured_at,
+        "installCommandHash": status.install_command_hash,
+        "entrypoint": status.entrypoint,
+        "installExitCode": status.install_exit_code,
+        "skipped": skipped,
+    })
 }
 
 /// Writes a sandbox's phase into its record.

@@ -1,0 +1,467 @@
+//! The `agenttier` binary as real processes, in the two shapes the
+//! end-to-end tests run against.
+//!
+//! A [`Proc`] is one child process: its stdout and stderr go to a log file in
+//! a temp directory (read for the `listening on` line), and the log is printed
+//! when a test panics, so a failure shows what the servers said. [`Embedded`]
+//! is `agenttier up`; [`Distributed`] is a real `nats-server`, a controller,
+//! one executor and two routers. Both implement [`System`], so a scenario is
+//! written once and run against each.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tempfile::TempDir;
+
+use crate::NatsServer;
+
+/// Environment variable naming the `agenttier` binary to run.
+pub const BINARY_ENV: &str = "AGENTTIER_BIN";
+
+/// How long a server may take to print its `listening on` line.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long [`Proc::terminate`] waits after SIGTERM before SIGKILL.
+const TERM_TIMEOUT: Duration = Duration::from_secs(10);
+const LISTENING: &str = "agenttier: listening on http://";
+/// How much of each log a failing test prints.
+const LOG_TAIL_LINES: usize = 150;
+
+/// The `agenttier` binary: `$AGENTTIER_BIN`, else `agenttier` next to the
+/// directory holding the test executable (`target/debug/deps/..`). Panics,
+/// saying how to build it, when it is missing.
+pub fn agenttier_binary() -> PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(locate).clone()
+}
+
+fn locate() -> PathBuf {
+    let path = match std::env::var_os(BINARY_ENV) {
+        Some(p) => PathBuf::from(p),
+        None => {
+            let exe = std::env::current_exe().expect("the test executable's path");
+            let deps = exe.parent().expect("the test executable's directory");
+            deps.parent().unwrap_or(deps).join("agenttier")
+        }
+    };
+    if !path.is_file() {
+        panic!(
+            "the agenttier binary is not at {}: build it first (`cargo build -p agenttier-cli`) \
+             or set {BINARY_ENV} to it",
+            path.display()
+        );
+    }
+    path
+}
+
+/// A fresh random admin key, in the format the router mints.
+pub fn random_api_key() -> String {
+    format!("atk_{}", hex::encode(rand::random::<[u8; 24]>()))
+}
+
+/// One running `agenttier` process; SIGKILLed when dropped.
+pub struct Proc {
+    name: String,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    child: Child,
+    log: PathBuf,
+    addr: Option<String>,
+}
+
+impl Proc {
+    /// Starts `agenttier <args>` with `env` (and no other `AGENTTIER_*`
+    /// variable from the test's environment). When `listens`, waits for the
+    /// `listening on` line. `log_dir` holds the log, named after `name`.
+    pub fn start(name: &str, args: &[String], env: &[(String, String)], log_dir: &Path, listens: bool) -> Self {
+        let log = log_dir.join(format!("{name}.log"));
+        let (child, addr) = spawn(name, args, env, &log, listens);
+        Self {
+            name: name.to_string(),
+            args: args.to_vec(),
+            env: env.to_vec(),
+            child,
+            log,
+            addr,
+        }
+    }
+
+    /// `http://ADDR` it listens on (servers that listen only).
+    pub fn url(&self) -> String {
+        let addr = self.addr.as_deref().unwrap_or_else(|| panic!("{} does not listen", self.name));
+        format!("http://{addr}")
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Everything the process (and its restarts) wrote so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited within 10 s.
+    pub fn terminate(&mut self) {
+        if !self.is_running() {
+            return;
+        }
+        let pid = Pid::from_raw(self.child.id() as i32);
+        let _ = kill(pid, Signal::SIGTERM);
+        let deadline = Instant::now() + TERM_TIMEOUT;
+        while Instant::now() < deadline {
+            if !self.is_running() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("{} did not exit within {TERM_TIMEOUT:?} of SIGTERM; killing it", self.name);
+        self.kill();
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Terminates the process and starts it again with the same arguments
+    /// (a listening server may come back on another port).
+    pub fn restart(&mut self) {
+        self.terminate();
+        let (child, addr) = spawn(&self.name, &self.args, &self.env, &self.log, self.addr.is_some());
+        self.child = child;
+        self.addr = addr;
+    }
+
+    /// Prints the end of the log to stderr (the test harness shows it for a
+    /// failed test).
+    pub fn print_log_tail(&self) {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        let from = lines.len().saturating_sub(LOG_TAIL_LINES);
+        eprintln!("----- {} log (last {} lines) -----", self.name, lines.len() - from);
+        for line in &lines[from..] {
+            eprintln!("{line}");
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            self.print_log_tail();
+        }
+    }
+}
+
+fn spawn(name: &str, args: &[String], env: &[(String, String)], log: &Path, listens: bool) -> (Child, Option<String>) {
+    let stderr = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap_or_else(|e| panic!("open the log {}: {e}", log.display()));
+    let mut cmd = Command::new(agenttier_binary());
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr);
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("AGENTTIER_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {name} ({}): {e}", agenttier_binary().display()));
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    let out = Arc::new(Mutex::new(
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap_or_else(|e| panic!("open the log {}: {e}", log.display())),
+    ));
+    std::thread::spawn(move || copy_stdout(stdout, out, tx));
+    if !listens {
+        return (child, None);
+    }
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(addr) => return (child, Some(addr)),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let status = child.wait().ok();
+                panic!(
+                    "{name} exited ({status:?}) before listening; its log:\n{}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() > deadline => {
+                let _ = child.kill();
+                panic!(
+                    "{name} did not print `{LISTENING}` within {START_TIMEOUT:?}; its log:\n{}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+    }
+}
+
+/// Copies the child's stdout into its log, sending the address of the first
+/// `listening on` line; ends at EOF (which drops `tx`).
+fn copy_stdout(stdout: std::process::ChildStdout, log: Arc<Mutex<File>>, tx: mpsc::Sender<String>) {
+    let mut sent = false;
+    for line in BufReader::new(stdout).lines() {
+        let Ok(line) = line else { break };
+        if let Ok(mut f) = log.lock() {
+            let _ = writeln!(f, "{line}");
+        }
+        if !sent && let Some(addr) = line.trim().strip_prefix(LISTENING) {
+            let _ = tx.send(addr.trim().to_string());
+            sent = true;
+        }
+    }
+}
+
+/// A whole AgentTier, whatever its shape, as a scenario sees it.
+pub trait System: Send + Sync {
+    /// Which shape this is (for messages).
+    fn shape(&self) -> &'static str;
+    /// The base URL (`http://127.0.0.1:PORT`) of every router.
+    fn urls(&self) -> Vec<String>;
+    /// The admin API key every router accepts.
+    fn admin_key(&self) -> &str;
+    /// Restarts what hosts the sandboxes, on the same data directory:
+    /// `agenttier up` as a whole, or the executor. Blocks until it is back
+    /// (the routers of the embedded shape may have moved: read
+    /// [`urls`](Self::urls) again).
+    fn restart_host(&mut self);
+}
+
+/// Templates the harness adds to the built-in ones.
+const MANIFESTS: &str = "\
+apiVersion: agenttier.io/v1alpha1
+kind: ClusterSandboxTemplate
+metadata:
+  name: capped
+spec:
+  description: An agent sandbox admitting two invokes at a time
+  mode: agent
+  agent:
+    maxConcurrentInvokes: 2
+";
+
+/// A temp directory holding `manifests/` (the harness's templates),
+/// `logs/`, and the data directories.
+struct Dirs {
+    root: TempDir,
+}
+
+impl Dirs {
+    fn new() -> Self {
+        let root = tempfile::Builder::new()
+            .prefix("agenttier-e2e-")
+            .tempdir()
+            .expect("create a temp dir for the system");
+        let d = Self { root };
+        for sub in ["manifests", "logs", "data"] {
+            std::fs::create_dir_all(d.root.path().join(sub)).expect("create the system's directories");
+        }
+        std::fs::write(d.manifests().join("harness.yaml"), MANIFESTS).expect("write the manifests");
+        d
+    }
+
+    fn manifests(&self) -> PathBuf {
+        self.root.path().join("manifests")
+    }
+
+    fn logs(&self) -> PathBuf {
+        self.root.path().join("logs")
+    }
+
+    fn data(&self) -> PathBuf {
+        self.root.path().join("data")
+    }
+}
+
+fn arg(s: impl AsRef<std::ffi::OsStr>) -> String {
+    s.as_ref().to_string_lossy().into_owned()
+}
+
+/// `agenttier up`: the whole system in one process.
+pub struct Embedded {
+    proc: Proc,
+    key: String,
+    _dirs: Dirs,
+}
+
+impl Embedded {
+    pub fn start() -> Self {
+        let dirs = Dirs::new();
+        let key = random_api_key();
+        let args = vec![
+            arg("up"),
+            arg("--listen"),
+            arg("127.0.0.1:0"),
+            arg("--data-dir"),
+            arg(dirs.data()),
+            arg("--manifests"),
+            arg(dirs.manifests()),
+        ];
+        let env = vec![("AGENTTIER_BOOTSTRAP_API_KEY".to_string(), key.clone())];
+        let proc = Proc::start("up", &args, &env, &dirs.logs(), true);
+        Self { proc, key, _dirs: dirs }
+    }
+
+    pub fn url(&self) -> String {
+        self.proc.url()
+    }
+
+    /// Terminates `up` and starts it again on the same data directory.
+    pub fn restart(&mut self) {
+        self.proc.restart();
+    }
+}
+
+impl System for Embedded {
+    fn shape(&self) -> &'static str {
+        "embedded"
+    }
+
+    fn urls(&self) -> Vec<String> {
+        vec![self.url()]
+    }
+
+    fn admin_key(&self) -> &str {
+        &self.key
+    }
+
+    fn restart_host(&mut self) {
+        self.restart();
+    }
+}
+
+/// A `nats-server`, a controller, one executor (`node-1`) and two routers.
+pub struct Distributed {
+    // Dropped in this order: routers and services before NATS.
+    routers: Vec<Proc>,
+    executor: Proc,
+    controller: Proc,
+    nats: NatsServer,
+    key: String,
+    _dirs: Dirs,
+}
+
+impl Distributed {
+    pub fn start() -> Self {
+        let nats = NatsServer::start();
+        let dirs = Dirs::new();
+        let key = random_api_key();
+        let url = nats.url();
+        let logs = dirs.logs();
+        let env = vec![("AGENTTIER_BOOTSTRAP_API_KEY".to_string(), key.clone())];
+        // The routers first: each opens (or creates) the KV bucket before it
+        // prints its address, so the others never race to create it.
+        let router = |name: &str| {
+            let args = vec![
+                arg("router"),
+                arg("--nats"),
+                arg(&url),
+                arg("--listen"),
+                arg("127.0.0.1:0"),
+            ];
+            Proc::start(name, &args, &env, &logs, true)
+        };
+        let routers = vec![router("router-a"), router("router-b")];
+        let controller = Proc::start(
+            "controller",
+            &[
+                arg("controller"),
+                arg("--nats"),
+                arg(&url),
+                arg("--manifests"),
+                arg(dirs.manifests()),
+            ],
+            &[],
+            &logs,
+            false,
+        );
+        let executor = Proc::start(
+            "executor",
+            &[
+                arg("executor"),
+                arg("--nats"),
+                arg(&url),
+                arg("--node"),
+                arg("node-1"),
+                arg("--data-dir"),
+                arg(dirs.data()),
+            ],
+            &[],
+            &logs,
+            false,
+        );
+        Self {
+            routers,
+            executor,
+            controller,
+            nats,
+            key,
+            _dirs: dirs,
+        }
+    }
+
+    pub fn nats(&self) -> &NatsServer {
+        &self.nats
+    }
+
+    pub fn controller(&mut self) -> &mut Proc {
+        &mut self.controller
+    }
+
+    /// Terminates the executor and starts it again on its data directory.
+    pub fn restart_executor(&mut self) {
+        self.executor.restart();
+    }
+}
+
+impl System for Distributed {
+    fn shape(&self) -> &'static str {
+        "distributed"
+    }
+
+    fn urls(&self) -> Vec<String> {
+        self.routers.iter().map(Proc::url).collect()
+    }
+
+    fn admin_key(&self) -> &str {
+        &self.key
+    }
+
+    fn restart_host(&mut self) {
+        self.restart_executor();
+    }
+}
+
+impl Drop for Distributed {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("----- nats-server log -----\n{}", self.nats.log());
+        }
+    }
+}
