@@ -465,3 +465,39 @@ impl Drop for Distributed {
         }
     }
 }
+
+/// The bound on one end-to-end scenario (startup not included).
+pub const SCENARIO_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Runs `fut`, panicking if it takes longer than [`SCENARIO_TIMEOUT`].
+pub async fn bounded_scenario<F: std::future::Future>(fut: F) -> F::Output {
+    match tokio::time::timeout(SCENARIO_TIMEOUT, fut).await {
+        Ok(out) => out,
+        Err(_) => panic!("scenario did not finish within {SCENARIO_TIMEOUT:?}"),
+    }
+}
+
+/// For each `async fn scenario(sys: &mut dyn System)`, a module of that name
+/// with two tests, `embedded` and `distributed`, each starting its own
+/// system, waiting until it is ready and running the scenario bounded by
+/// [`SCENARIO_TIMEOUT`].
+#[macro_export]
+macro_rules! e2e_scenarios {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn embedded() {
+                let mut sys = $crate::process::Embedded::start();
+                $crate::client::wait_ready(&sys).await;
+                $crate::process::bounded_scenario(super::$name(&mut sys)).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn distributed() {
+                let mut sys = $crate::process::Distributed::start();
+                $crate::client::wait_ready(&sys).await;
+                $crate::process::bounded_scenario(super::$name(&mut sys)).await;
+            }
+        }
+    )*};
+}

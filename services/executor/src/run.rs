@@ -160,22 +160,22 @@ pub async fn run(
             _ = beat.tick() => log.heartbeat().await,
             _ = limits.cancel.cancelled(), if end.is_none() => {
                 end = Some((ExitReason::Canceled, "", "canceled by request".into()));
-                runtime::signal_tree(pgid, Signal::SIGTERM);
+                rt.terminate(pgid);
                 killed_at = Some(tokio::time::Instant::now());
             }
             _ = limits.abandoned.cancelled(), if end.is_none() => {
                 end = Some((ExitReason::Canceled, "client_gone", "no client attached for the grace period".into()));
-                runtime::signal_tree(pgid, Signal::SIGTERM);
+                rt.terminate(pgid);
                 killed_at = Some(tokio::time::Instant::now());
             }
             _ = tokio::time::sleep_until(deadline), if end.is_none() => {
                 end = Some((ExitReason::Timeout, "max", format!("run exceeded its {}s limit", limits.timeout.as_secs())));
-                runtime::signal_tree(pgid, Signal::SIGTERM);
+                rt.terminate(pgid);
                 killed_at = Some(tokio::time::Instant::now());
             }
             _ = sleep_until_opt(idle_at), if end.is_none() && idle_at.is_some() => {
                 end = Some((ExitReason::Timeout, "idle", "no output for the idle timeout".into()));
-                runtime::signal_tree(pgid, Signal::SIGTERM);
+                rt.terminate(pgid);
                 killed_at = Some(tokio::time::Instant::now());
             }
             _ = sleep_until_opt(kill_at), if kill_at.is_some() => {

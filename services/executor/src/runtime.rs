@@ -205,3 +205,42 @@ pub fn signal_tree(pgid: u32, signal: Signal) {
         let _ = killpg(Pid::from_raw(pid), signal);
     }
 }
+
+impl Runtime {
+    /// Asks a run to stop: SIGTERM to its processes. Under bubblewrap the
+    /// group leader is bwrap itself, which would die at once and take the
+    /// whole PID namespace with it, so it is spared: the sandboxed processes
+    /// get their grace period, and the SIGKILL that follows takes everything.
+    pub fn terminate(&self, pgid: u32) {
+        match self.isolation {
+            Isolation::None => signal_tree(pgid, Signal::SIGTERM),
+            Isolation::Bwrap => {
+                for pid in group_members(pgid).into_iter().filter(|p| *p != pgid) {
+                    if let Ok(pid) = i32::try_from(pid) {
+                        let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGTERM);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The processes whose process group is `pgid` (from `/proc/<pid>/stat`).
+fn group_members(pgid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    // Fields after the command, which may hold spaces and parentheses.
+                    let rest = &stat[stat.rfind(')')? + 2..];
+                    rest.split(' ').nth(2)?.parse::<u32>().ok()
+                })
+                == Some(pgid)
+        })
+        .collect()
+}

@@ -24,7 +24,9 @@ pub(crate) fn bus_error(e: agenttier_bus::Error, sbx: &Sandbox, serving: &[Phase
         }
         agenttier_bus::Error::NoResponders => ApiError::InvalidPhase(sbx.status.phase),
         agenttier_bus::Error::TimedOut => ApiError::ExecutorTimeout,
-        agenttier_bus::Error::Decode(e) => ApiError::Internal(format!("unreadable actor reply: {e}")),
+        agenttier_bus::Error::Decode(e) => {
+            ApiError::Internal(format!("unreadable actor reply: {e}"))
+        }
         other => ApiError::Unavailable(format!("bus: {other}")),
     }
 }

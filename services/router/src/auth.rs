@@ -91,9 +91,13 @@ fn credential(headers: &HeaderMap) -> Result<Credential<'_>, ApiError> {
     let Some(v) = headers.get(axum::http::header::AUTHORIZATION) else {
         return Err(ApiError::MissingAuthorization);
     };
-    let v = v.to_str().map_err(|_| ApiError::InvalidAuthorizationFormat)?;
+    let v = v
+        .to_str()
+        .map_err(|_| ApiError::InvalidAuthorizationFormat)?;
     match v.split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
             Ok(Credential::Bearer)
         }
         _ => Err(ApiError::InvalidAuthorizationFormat),
@@ -116,9 +120,11 @@ async fn lookup(ctx: &Ctx, key: &str) -> Result<Principal, ApiError> {
     let record = match ctx.keys.get(&hash) {
         Some(r) => r,
         None => {
-            let Some((record, _)) =
-                agenttier_bus::store::get_json::<ApiKeyRecord>(ctx.store.as_ref(), &key_store_key(&hash))
-                    .await?
+            let Some((record, _)) = agenttier_bus::store::get_json::<ApiKeyRecord>(
+                ctx.store.as_ref(),
+                &key_store_key(&hash),
+            )
+            .await?
             else {
                 return Err(ApiError::InvalidApiKey);
             };
@@ -180,7 +186,10 @@ mod tests {
 
     #[test]
     fn credentials_are_told_apart() {
-        assert!(matches!(credential(&headers(&[])), Err(ApiError::MissingAuthorization)));
+        assert!(matches!(
+            credential(&headers(&[])),
+            Err(ApiError::MissingAuthorization)
+        ));
         assert_eq!(
             credential(&headers(&[("x-api-key", "atk_1")])).ok(),
             Some(Credential::ApiKey("atk_1"))
@@ -197,7 +206,10 @@ mod tests {
             credential(&headers(&[("authorization", "Bearer")])),
             Err(ApiError::InvalidAuthorizationFormat)
         ));
-        assert!(matches!(credential(&headers(&[("x-api-key", " ")])), Err(ApiError::InvalidApiKey)));
+        assert!(matches!(
+            credential(&headers(&[("x-api-key", " ")])),
+            Err(ApiError::InvalidApiKey)
+        ));
     }
 
     #[test]

@@ -17,8 +17,8 @@ use serde_json::Value;
 
 use agenttier_bus::Headers;
 use agenttier_bus::msg::{
-    CHUNK_BYTES, ConfigureAccepted, ConfigureRequest, FILE_HEADER, FileMeta, OFFSET_HEADER, SimpleRequest, UploadAck,
-    configure_hash,
+    CHUNK_BYTES, ConfigureAccepted, ConfigureRequest, FILE_HEADER, FileMeta, OFFSET_HEADER,
+    SimpleRequest, UploadAck, configure_hash,
 };
 use agenttier_bus::subject::Verb;
 
@@ -93,14 +93,26 @@ fn parse_mode(v: &Value) -> Option<u32> {
 
 /// Checks shapes and limits, decodes, and hashes as the SPEC says (over the
 /// `contentBase64` text when given, else `content`).
-pub(crate) fn prepare(files: Vec<FileBody>, install: &[String], limits: Limits) -> Result<Prepared, ApiError> {
+pub(crate) fn prepare(
+    files: Vec<FileBody>,
+    install: &[String],
+    limits: Limits,
+) -> Result<Prepared, ApiError> {
     if files.len() > limits.files {
-        return Err(too_large(format!("{} files; at most {} per configure", files.len(), limits.files)));
+        return Err(too_large(format!(
+            "{} files; at most {} per configure",
+            files.len(),
+            limits.files
+        )));
     }
     let hash = configure_hash(
         install,
         files.iter().map(|f| {
-            let text = f.content_base64.as_deref().or(f.content.as_deref()).unwrap_or_default();
+            let text = f
+                .content_base64
+                .as_deref()
+                .or(f.content.as_deref())
+                .unwrap_or_default();
             (f.path.as_str(), text.as_bytes())
         }),
     );
@@ -111,18 +123,28 @@ pub(crate) fn prepare(files: Vec<FileBody>, install: &[String], limits: Limits) 
         let name = format!("files[{i}] ({:?})", f.path);
         let mode = match &f.mode {
             None | Some(Value::Null) => None,
-            Some(v) => Some(parse_mode(v).ok_or_else(|| ApiError::InvalidRequest(format!("{name}: invalid mode {v}")))?),
+            Some(v) => Some(
+                parse_mode(v)
+                    .ok_or_else(|| ApiError::InvalidRequest(format!("{name}: invalid mode {v}")))?,
+            ),
         };
         let bytes = match (f.content, f.content_base64) {
             (Some(text), None) => Bytes::from(text.into_bytes()),
             (None, Some(b64)) => {
                 if (b64.len() as u64 / 4) * 3 > limits.file_bytes + 3 {
-                    return Err(too_large(format!("{name} is larger than {} bytes", limits.file_bytes)));
+                    return Err(too_large(format!(
+                        "{name} is larger than {} bytes",
+                        limits.file_bytes
+                    )));
                 }
                 let decoded = STANDARD
                     .decode(b64.as_bytes())
                     .or_else(|_| STANDARD.decode(b64.split_ascii_whitespace().collect::<String>()))
-                    .map_err(|_| ApiError::InvalidRequest(format!("{name}: contentBase64 is not valid base64")))?;
+                    .map_err(|_| {
+                        ApiError::InvalidRequest(format!(
+                            "{name}: contentBase64 is not valid base64"
+                        ))
+                    })?;
                 Bytes::from(decoded)
             }
             _ => {
@@ -133,16 +155,30 @@ pub(crate) fn prepare(files: Vec<FileBody>, install: &[String], limits: Limits) 
         };
         let size = bytes.len() as u64;
         if size > limits.file_bytes {
-            return Err(too_large(format!("{name} is {size} bytes; at most {} per file", limits.file_bytes)));
+            return Err(too_large(format!(
+                "{name} is {size} bytes; at most {} per file",
+                limits.file_bytes
+            )));
         }
         total += size;
         if total > limits.total_bytes {
-            return Err(too_large(format!("the files add up to more than {} bytes", limits.total_bytes)));
+            return Err(too_large(format!(
+                "the files add up to more than {} bytes",
+                limits.total_bytes
+            )));
         }
-        metas.push(FileMeta { path: f.path, size, mode });
+        metas.push(FileMeta {
+            path: f.path,
+            size,
+            mode,
+        });
         bodies.push(bytes);
     }
-    Ok(Prepared { metas, bodies, hash })
+    Ok(Prepared {
+        metas,
+        bodies,
+        hash,
+    })
 }
 
 pub(crate) async fn configure(
@@ -154,7 +190,11 @@ pub(crate) async fn configure(
 ) -> Result<Response, ApiError> {
     let sbx = resolve(&ctx, &caller, &id, q.namespace.as_deref()).await?;
     let install = body.install_command.clone().unwrap_or_default();
-    let Prepared { metas, bodies, hash } = prepare(body.files, &install, LIMITS)?;
+    let Prepared {
+        metas,
+        bodies,
+        hash,
+    } = prepare(body.files, &install, LIMITS)?;
     let configure_id = new_id("cfg-");
     let events = ctx
         .bus
@@ -178,14 +218,19 @@ pub(crate) async fn configure(
     let relay = Relay {
         bus: ctx.bus.clone(),
         kind: Kind::Configure {
-            status: ctx.subjects.sandbox(&sbx.namespace, &sbx.name, Verb::Status),
+            status: ctx
+                .subjects
+                .sandbox(&sbx.namespace, &sbx.name, Verb::Status),
             caller,
         },
         liveness: ctx.config.configure_probe_interval,
         attach_interval: ctx.config.attach_interval,
         shutdown: ctx.shutdown.clone(),
     };
-    Ok(sse(relay.spawn(events, 0, None), ctx.config.keepalive_interval))
+    Ok(sse(
+        relay.spawn(events, 0, None),
+        ctx.config.keepalive_interval,
+    ))
 }
 
 /// Sends every file as acknowledged chunks of at most [`CHUNK_BYTES`], in
@@ -201,7 +246,12 @@ async fn upload(ctx: Ctx, configure_id: String, bodies: Vec<Bytes>) {
                 .with(OFFSET_HEADER, offset.to_string());
             let r = ctx
                 .bus
-                .request(subject.clone(), headers, data.slice(offset..end), ctx.config.request_timeout)
+                .request(
+                    subject.clone(),
+                    headers,
+                    data.slice(offset..end),
+                    ctx.config.request_timeout,
+                )
                 .await;
             if let Err(e) = r.and_then(|m| m.json::<UploadAck>()) {
                 tracing::warn!(%configure_id, index, offset, error = %e, "upload chunk not acknowledged; giving up");
@@ -222,7 +272,14 @@ pub(crate) async fn install_log(
     Query(q): Query<NsQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     let sbx = resolve(&ctx, &caller, &id, q.namespace.as_deref()).await?;
-    let v: Value = ask(&ctx, &sbx, Verb::InstallLog, &SimpleRequest { caller }, RUNNING_OR_STOPPED).await?;
+    let v: Value = ask(
+        &ctx,
+        &sbx,
+        Verb::InstallLog,
+        &SimpleRequest { caller },
+        RUNNING_OR_STOPPED,
+    )
+    .await?;
     Ok(axum::Json(v))
 }
 
@@ -244,7 +301,8 @@ mod tests {
 
     #[test]
     fn hash_is_over_the_text_as_sent() {
-        let p = prepare(files(json!([
+        let p = prepare(
+            files(json!([
                 {"path":"/workspace/b.bin","contentBase64":"AAE="},
                 {"path":"/workspace/a.py","content":"print(1)\n","mode":"0755"}
             ])),
@@ -254,7 +312,10 @@ mod tests {
         .unwrap_or_else(|e| panic!("{e:?}"));
         let want = configure_hash(
             &["pip".into(), "install".into()],
-            [("/workspace/a.py", &b"print(1)\n"[..]), ("/workspace/b.bin", &b"AAE="[..])],
+            [
+                ("/workspace/a.py", &b"print(1)\n"[..]),
+                ("/workspace/b.bin", &b"AAE="[..]),
+            ],
         );
         assert_eq!(p.hash, want);
         assert_eq!(p.bodies[0].as_ref(), &[0u8, 1][..]);
@@ -265,11 +326,24 @@ mod tests {
     #[test]
     fn malformed_entries_are_named() {
         let m = bad_request(prepare(
-            files(json!([{"path":"/workspace/ok","content":""},{"path":"/workspace/x","content":"a","contentBase64":"YQ=="}])), &[], LIMITS));
+            files(
+                json!([{"path":"/workspace/ok","content":""},{"path":"/workspace/x","content":"a","contentBase64":"YQ=="}]),
+            ),
+            &[],
+            LIMITS,
+        ));
         assert!(m.starts_with("files[1] (\"/workspace/x\")"), "{m}");
-        let m = bad_request(prepare(files(json!([{"path":"/workspace/y"}])), &[], LIMITS));
+        let m = bad_request(prepare(
+            files(json!([{"path":"/workspace/y"}])),
+            &[],
+            LIMITS,
+        ));
         assert!(m.starts_with("files[0]"), "{m}");
-        let m = bad_request(prepare(files(json!([{"path":"/workspace/z","contentBase64":"!!"}])), &[], LIMITS));
+        let m = bad_request(prepare(
+            files(json!([{"path":"/workspace/z","contentBase64":"!!"}])),
+            &[],
+            LIMITS,
+        ));
         assert!(m.contains("not valid base64"), "{m}");
     }
 
@@ -280,19 +354,32 @@ mod tests {
     };
 
     fn too_large(v: Value) -> bool {
-        matches!(prepare(files(v), &[], SMALL), Err(ApiError::PayloadTooLarge(_)))
+        matches!(
+            prepare(files(v), &[], SMALL),
+            Err(ApiError::PayloadTooLarge(_))
+        )
     }
 
     #[test]
     fn limits_are_413() {
-        let many: Vec<Value> = (0..4).map(|i| json!({"path": format!("/workspace/{i}"), "content": ""})).collect();
+        let many: Vec<Value> = (0..4)
+            .map(|i| json!({"path": format!("/workspace/{i}"), "content": ""}))
+            .collect();
         assert!(too_large(Value::Array(many)));
         assert!(too_large(json!([{"path":"/w/a","content":"123456789"}])));
         // 9 bytes decoded from base64 is over, 8 is not.
-        assert!(too_large(json!([{"path":"/w/a","contentBase64":"MTIzNDU2Nzg5"}])));
-        assert!(!too_large(json!([{"path":"/w/a","contentBase64":"MTIzNDU2Nzg="}])));
-        assert!(too_large(json!([{"path":"/w/a","content":"12345678"},{"path":"/w/b","content":"12345"}])));
-        assert!(!too_large(json!([{"path":"/w/a","content":"12345678"},{"path":"/w/b","content":"1234"}])));
+        assert!(too_large(
+            json!([{"path":"/w/a","contentBase64":"MTIzNDU2Nzg5"}])
+        ));
+        assert!(!too_large(
+            json!([{"path":"/w/a","contentBase64":"MTIzNDU2Nzg="}])
+        ));
+        assert!(too_large(
+            json!([{"path":"/w/a","content":"12345678"},{"path":"/w/b","content":"12345"}])
+        ));
+        assert!(!too_large(
+            json!([{"path":"/w/a","content":"12345678"},{"path":"/w/b","content":"1234"}])
+        ));
         assert_eq!(LIMITS.files, 200);
         assert!(BODY_LIMIT > (LIMITS.total_bytes as usize) * 4 / 3);
     }

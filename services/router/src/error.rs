@@ -42,7 +42,10 @@ pub enum ApiError {
     TemplateNotFound(String),
     AlreadyExists(String),
     /// The name exists in several of the caller's namespaces.
-    Ambiguous { name: String, namespaces: Vec<String> },
+    Ambiguous {
+        name: String,
+        namespaces: Vec<String>,
+    },
     InvalidPhase(Phase),
     PayloadTooLarge(Option<String>),
     /// The sandbox exists and should be served, but nobody answers for it.
@@ -81,9 +84,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut retry_after = None;
         let (status, body) = match self {
-            ApiError::MissingAuthorization => {
-                (StatusCode::UNAUTHORIZED, body("missing_authorization", None))
-            }
+            ApiError::MissingAuthorization => (
+                StatusCode::UNAUTHORIZED,
+                body("missing_authorization", None),
+            ),
             ApiError::InvalidApiKey => (StatusCode::UNAUTHORIZED, body("invalid_api_key", None)),
             ApiError::InvalidAuthorizationFormat => (
                 StatusCode::UNAUTHORIZED,
@@ -104,7 +108,10 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, body("not_found", Some(m.into()))),
             ApiError::TemplateNotFound(name) => (
                 StatusCode::NOT_FOUND,
-                body("template_not_found", Some(format!("template {name:?} not found"))),
+                body(
+                    "template_not_found",
+                    Some(format!("template {name:?} not found")),
+                ),
             ),
             ApiError::AlreadyExists(m) => (StatusCode::CONFLICT, body("already_exists", Some(m))),
             ApiError::Ambiguous { name, namespaces } => {
@@ -122,7 +129,9 @@ impl IntoResponse for ApiError {
                 StatusCode::CONFLICT,
                 body("invalid_phase", Some(format!("sandbox is {}", p.as_str()))),
             ),
-            ApiError::PayloadTooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, body("payload_too_large", m)),
+            ApiError::PayloadTooLarge(m) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, body("payload_too_large", m))
+            }
             ApiError::ExecutorUnavailable => {
                 retry_after = Some(2);
                 (
@@ -135,11 +144,15 @@ impl IntoResponse for ApiError {
             }
             ApiError::ExecutorTimeout => (
                 StatusCode::GATEWAY_TIMEOUT,
-                body("executor_timeout", Some("the executor did not answer in time".into())),
+                body(
+                    "executor_timeout",
+                    Some("the executor did not answer in time".into()),
+                ),
             ),
             ApiError::Rejected(r) => {
                 retry_after = r.retry_after;
-                let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                let status =
+                    StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
                 let mut m = r.extra;
                 m.insert("error".into(), Value::from(r.error));
                 if let Some(message) = r.message {
@@ -219,8 +232,14 @@ mod tests {
             .headers()
             .get(header::RETRY_AFTER)
             .map(|v| v.to_str().unwrap_or_default().to_string());
-        let b = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap_or_default();
-        (status, retry, serde_json::from_slice(&b).unwrap_or(Value::Null))
+        let b = axum::body::to_bytes(r.into_body(), 1 << 20)
+            .await
+            .unwrap_or_default();
+        (
+            status,
+            retry,
+            serde_json::from_slice(&b).unwrap_or(Value::Null),
+        )
     }
 
     #[tokio::test]
@@ -256,9 +275,15 @@ mod tests {
             parts(ApiError::MissingAuthorization).await.2,
             json!({"error":"missing_authorization"})
         );
-        assert_eq!(parts(ApiError::InvalidApiKey).await.2, json!({"error":"invalid_api_key"}));
+        assert_eq!(
+            parts(ApiError::InvalidApiKey).await.2,
+            json!({"error":"invalid_api_key"})
+        );
         let (s, _, b) = parts(ApiError::InvalidPhase(Phase::Stopped)).await;
         assert_eq!(s, StatusCode::CONFLICT);
-        assert_eq!(b, json!({"error":"invalid_phase","message":"sandbox is Stopped"}));
+        assert_eq!(
+            b,
+            json!({"error":"invalid_phase","message":"sandbox is Stopped"})
+        );
     }
 }

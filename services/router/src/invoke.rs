@@ -19,7 +19,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use agenttier_bus::Headers;
 use agenttier_bus::model::parse_duration;
 use agenttier_bus::msg::{
-    CHUNK_BYTES, CancelRequest, Event, InvokeAccepted, InvokeRequest, OFFSET_HEADER, SimpleRequest, StdinAck,
+    CHUNK_BYTES, CancelRequest, Event, InvokeAccepted, InvokeRequest, OFFSET_HEADER, SimpleRequest,
+    StdinAck,
 };
 use agenttier_bus::subject::Verb;
 
@@ -66,7 +67,9 @@ fn parse_bool(name: &str, v: Option<&str>) -> Result<bool, ApiError> {
     match v {
         None | Some("") | Some("false") | Some("0") => Ok(false),
         Some("true") | Some("1") => Ok(true),
-        Some(other) => Err(ApiError::InvalidRequest(format!("{name}: {other:?} must be true or false"))),
+        Some(other) => Err(ApiError::InvalidRequest(format!(
+            "{name}: {other:?} must be true or false"
+        ))),
     }
 }
 
@@ -75,7 +78,9 @@ async fn read_capped(body: Body, cap: usize) -> Result<Bytes, ApiError> {
     let mut stream = body.into_data_stream();
     let mut buf = BytesMut::new();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| ApiError::InvalidRequest(format!("could not read the request body: {e}")))?;
+        let chunk = chunk.map_err(|e| {
+            ApiError::InvalidRequest(format!("could not read the request body: {e}"))
+        })?;
         let room = cap - buf.len();
         buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
         if buf.len() >= cap {
@@ -95,7 +100,11 @@ pub(crate) async fn invoke(
     let sbx = resolve(&ctx, &caller, &id, q.namespace.as_deref()).await?;
     let timeout_ms = match q.timeout.as_deref().filter(|t| !t.is_empty()) {
         None => None,
-        Some(t) => Some(parse_duration(t).ok_or(ApiError::InvalidTimeout)?.as_millis() as u64),
+        Some(t) => Some(
+            parse_duration(t)
+                .ok_or(ApiError::InvalidTimeout)?
+                .as_millis() as u64,
+        ),
     };
     let detach = parse_bool("detach", q.detach.as_deref())?;
     // One byte past the limit is enough for the actor to answer 413 in order.
@@ -134,7 +143,10 @@ pub(crate) async fn invoke(
         attach_interval: ctx.config.attach_interval,
         shutdown: ctx.shutdown.clone(),
     };
-    Ok(sse(relay.spawn(events, 0, None), ctx.config.keepalive_interval))
+    Ok(sse(
+        relay.spawn(events, 0, None),
+        ctx.config.keepalive_interval,
+    ))
 }
 
 /// Sends stdin after the inline part as acknowledged chunks, in order.
@@ -146,7 +158,12 @@ async fn send_stdin(ctx: Ctx, invoke_id: String, stdin: Bytes) {
         let headers = Headers::new().with(OFFSET_HEADER, offset.to_string());
         let r = ctx
             .bus
-            .request(subject.clone(), headers, stdin.slice(offset..end), ctx.config.request_timeout)
+            .request(
+                subject.clone(),
+                headers,
+                stdin.slice(offset..end),
+                ctx.config.request_timeout,
+            )
             .await;
         match r.and_then(|m| m.json::<StdinAck>()) {
             Ok(_) => offset = end,
@@ -187,7 +204,14 @@ pub(crate) async fn invokes(
     Query(q): Query<NsQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     let sbx = resolve(&ctx, &caller, &id, q.namespace.as_deref()).await?;
-    let v: serde_json::Value = ask(&ctx, &sbx, Verb::Invokes, &SimpleRequest { caller }, RUNNING_OR_STOPPED).await?;
+    let v: serde_json::Value = ask(
+        &ctx,
+        &sbx,
+        Verb::Invokes,
+        &SimpleRequest { caller },
+        RUNNING_OR_STOPPED,
+    )
+    .await?;
     Ok(axum::Json(v))
 }
 
@@ -221,9 +245,11 @@ pub(crate) async fn events(
         .filter(|s| !s.is_empty());
     let after = match after {
         None => 0,
-        Some(s) => s
-            .parse::<u64>()
-            .map_err(|_| ApiError::InvalidRequest("Last-Event-ID (or after) must be a non-negative integer".into()))?,
+        Some(s) => s.parse::<u64>().map_err(|_| {
+            ApiError::InvalidRequest(
+                "Last-Event-ID (or after) must be a non-negative integer".into(),
+            )
+        })?,
     };
     let sub = ctx
         .bus
@@ -231,14 +257,19 @@ pub(crate) async fn events(
         .await
         .map_err(bus_unavailable)?;
     let replay_subject = ctx.subjects.invoke_replay(&invoke_id);
-    let initial = relay::replay(ctx.bus.as_ref(), &replay_subject, after, ctx.config.request_timeout)
-        .await
-        .map_err(|e| match e {
-            ReplayError::Bus(agenttier_bus::Error::NoResponders) => invoke_not_found(),
-            ReplayError::Bus(agenttier_bus::Error::TimedOut) => ApiError::ExecutorTimeout,
-            ReplayError::Bus(other) => bus_unavailable(other),
-            ReplayError::Rejected(r) => ApiError::Rejected(r),
-        })?;
+    let initial = relay::replay(
+        ctx.bus.as_ref(),
+        &replay_subject,
+        after,
+        ctx.config.request_timeout,
+    )
+    .await
+    .map_err(|e| match e {
+        ReplayError::Bus(agenttier_bus::Error::NoResponders) => invoke_not_found(),
+        ReplayError::Bus(agenttier_bus::Error::TimedOut) => ApiError::ExecutorTimeout,
+        ReplayError::Bus(other) => bus_unavailable(other),
+        ReplayError::Rejected(r) => ApiError::Rejected(r),
+    })?;
     tracing::debug!(namespace = %sbx.namespace, name = %sbx.name, %invoke_id, after, "invoke stream resumed");
     let relay = Relay {
         bus: ctx.bus.clone(),
@@ -252,7 +283,10 @@ pub(crate) async fn events(
         attach_interval: ctx.config.attach_interval,
         shutdown: ctx.shutdown.clone(),
     };
-    Ok(sse(relay.spawn(sub, after, Some(initial)), ctx.config.keepalive_interval))
+    Ok(sse(
+        relay.spawn(sub, after, Some(initial)),
+        ctx.config.keepalive_interval,
+    ))
 }
 
 #[cfg(test)]
@@ -261,9 +295,13 @@ mod tests {
 
     #[tokio::test]
     async fn body_reading_stops_one_past_the_cap() {
-        let b = read_capped(Body::from(vec![7u8; 100]), 11).await.unwrap_or_default();
+        let b = read_capped(Body::from(vec![7u8; 100]), 11)
+            .await
+            .unwrap_or_default();
         assert_eq!(b.len(), 11);
-        let b = read_capped(Body::from(vec![7u8; 5]), 11).await.unwrap_or_default();
+        let b = read_capped(Body::from(vec![7u8; 5]), 11)
+            .await
+            .unwrap_or_default();
         assert_eq!(b.len(), 5);
     }
 

@@ -103,7 +103,8 @@ fn rfc3339_after(d: Duration) -> Option<String> {
         .replace_nanosecond(0)
         .ok()?
         .checked_add(d)?;
-    t.format(&time::format_description::well_known::Rfc3339).ok()
+    t.format(&time::format_description::well_known::Rfc3339)
+        .ok()
 }
 
 /// The principal a new key is for: the caller, or (admins only) another one.
@@ -123,7 +124,11 @@ fn key_principal(caller: &Principal, body: &CreateBody) -> Result<Principal, Api
     }
     let email = body.email.clone().unwrap_or_default();
     Ok(Principal {
-        name: if email.is_empty() { sub.clone() } else { email.clone() },
+        name: if email.is_empty() {
+            sub.clone()
+        } else {
+            email.clone()
+        },
         sub,
         email,
         groups: Vec::new(),
@@ -139,11 +144,9 @@ pub(crate) async fn create(
     let principal = key_principal(&caller, &body)?;
     let expires_at = match &body.expires_in {
         None | Some(Value::Null) => None,
-        Some(v) => Some(
-            parse_expires_in(v)
-                .and_then(rfc3339_after)
-                .ok_or_else(|| ApiError::InvalidRequest("expiresIn must be like 3600, 12h or 90d".into()))?,
-        ),
+        Some(v) => Some(parse_expires_in(v).and_then(rfc3339_after).ok_or_else(|| {
+            ApiError::InvalidRequest("expiresIn must be like 3600, 12h or 90d".into())
+        })?),
     };
     let key = generate_api_key();
     let hash = key_hash(&key);
@@ -155,7 +158,9 @@ pub(crate) async fn create(
         created_at: now_rfc3339(),
         expires_at,
     };
-    ctx.store.create(&key_store_key(&hash), to_bytes(&record)).await?;
+    ctx.store
+        .create(&key_store_key(&hash), to_bytes(&record))
+        .await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(json!({
@@ -179,7 +184,10 @@ async fn records(ctx: &Ctx) -> Result<Vec<ApiKeyRecord>, ApiError> {
     Ok(out)
 }
 
-pub(crate) async fn list(State(ctx): State<Ctx>, Caller(caller): Caller) -> Result<impl IntoResponse, ApiError> {
+pub(crate) async fn list(
+    State(ctx): State<Ctx>,
+    Caller(caller): Caller,
+) -> Result<impl IntoResponse, ApiError> {
     let keys: Vec<Value> = records(&ctx)
         .await?
         .into_iter()
@@ -223,15 +231,24 @@ mod tests {
         let k = generate_api_key();
         assert_eq!(k.len(), 52);
         let hex = k.strip_prefix("atk_").unwrap_or_default();
-        assert!(hex.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)));
+        assert!(
+            hex.bytes()
+                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+        );
         assert_ne!(k, generate_api_key());
     }
 
     #[test]
     fn expires_in_accepts_numbers_durations_and_days() {
         assert_eq!(parse_expires_in(&json!(60)), Some(Duration::from_secs(60)));
-        assert_eq!(parse_expires_in(&json!("12h")), Some(Duration::from_secs(43_200)));
-        assert_eq!(parse_expires_in(&json!("90d")), Some(Duration::from_secs(90 * 86_400)));
+        assert_eq!(
+            parse_expires_in(&json!("12h")),
+            Some(Duration::from_secs(43_200))
+        );
+        assert_eq!(
+            parse_expires_in(&json!("90d")),
+            Some(Duration::from_secs(90 * 86_400))
+        );
         for bad in [json!(0), json!(-5), json!("0d"), json!("soon"), json!(true)] {
             assert_eq!(parse_expires_in(&bad), None, "{bad}");
         }
@@ -252,13 +269,22 @@ mod tests {
             sub: Some("u2".into()),
             ..Default::default()
         };
-        assert!(matches!(key_principal(&user, &for_other), Err(ApiError::Forbidden(_))));
+        assert!(matches!(
+            key_principal(&user, &for_other),
+            Err(ApiError::Forbidden(_))
+        ));
         let escalate = CreateBody {
             admin: Some(true),
             ..Default::default()
         };
-        assert!(matches!(key_principal(&user, &escalate), Err(ApiError::Forbidden(_))));
-        assert_eq!(key_principal(&user, &CreateBody::default()).ok(), Some(user.clone()));
+        assert!(matches!(
+            key_principal(&user, &escalate),
+            Err(ApiError::Forbidden(_))
+        ));
+        assert_eq!(
+            key_principal(&user, &CreateBody::default()).ok(),
+            Some(user.clone())
+        );
         let p = key_principal(&admin, &for_other).ok().unwrap_or_default();
         assert_eq!((p.sub.as_str(), p.admin), ("u2", false));
     }

@@ -131,22 +131,34 @@ fn routes(state: AppState, shutdown: CancellationToken) -> Router {
         .route("/user/api-keys", post(keys::create).get(keys::list))
         .route("/user/api-keys/{id}", delete(keys::revoke))
         .route("/sandboxes", post(sandboxes::create).get(sandboxes::list))
-        .route("/sandboxes/{id}", get(sandboxes::get).delete(sandboxes::delete))
+        .route(
+            "/sandboxes/{id}",
+            get(sandboxes::get).delete(sandboxes::delete),
+        )
         .route("/sandboxes/{id}/stop", post(sandboxes::stop))
         .route("/sandboxes/{id}/resume", post(sandboxes::resume))
         .route("/sandboxes/{id}/invoke", post(invoke::invoke))
         .route("/sandboxes/{id}/invoke/cancel", post(invoke::cancel))
         .route("/sandboxes/{id}/invokes", get(invoke::invokes))
-        .route("/sandboxes/{id}/invokes/{invoke_id}/events", get(invoke::events))
+        .route(
+            "/sandboxes/{id}/invokes/{invoke_id}/events",
+            get(invoke::events),
+        )
         .route(
             "/sandboxes/{id}/configure",
             post(configure::configure).layer(DefaultBodyLimit::max(configure::BODY_LIMIT)),
         )
-        .route("/sandboxes/{id}/configure/install-log", get(configure::install_log))
+        .route(
+            "/sandboxes/{id}/configure/install-log",
+            get(configure::install_log),
+        )
         .route("/templates", get(templates::list))
         .route("/templates/{name}", get(templates::get))
         .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(ctx.clone(), auth::require));
+        .layer(axum::middleware::from_fn_with_state(
+            ctx.clone(),
+            auth::require,
+        ));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -165,7 +177,8 @@ pub async fn serve(
 ) -> Result<()> {
     let grace = state.config.shutdown_grace;
     let router = routes(state, shutdown.child_token());
-    let server = axum::serve(listener, router).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let server =
+        axum::serve(listener, router).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     tokio::select! {
         r = server => Ok(r?),
         _ = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
@@ -181,18 +194,26 @@ async fn healthz() -> impl IntoResponse {
 
 async fn readyz(State(ctx): State<Ctx>) -> impl IntoResponse {
     if ctx.bus.is_connected() {
-        (StatusCode::OK, axum::Json(serde_json::json!({"status": "ok"})))
+        (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({"status": "ok"})),
+        )
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(serde_json::json!({"status": "unavailable", "message": "bus not connected"})),
+            axum::Json(
+                serde_json::json!({"status": "unavailable", "message": "bus not connected"}),
+            ),
         )
     }
 }
 
 async fn metrics() -> impl IntoResponse {
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
         "# agenttier router\n",
     )
 }
@@ -209,7 +230,9 @@ pub(crate) fn new_id(prefix: &str) -> String {
 /// Whether `s` is `<prefix>` + 24 lowercase hex (so it is safe in a subject).
 pub(crate) fn is_id(s: &str, prefix: &str) -> bool {
     s.strip_prefix(prefix).is_some_and(|h| {
-        h.len() == 24 && h.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+        h.len() == 24
+            && h.bytes()
+                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
     })
 }
 

@@ -69,10 +69,18 @@ pub(crate) async fn resolve(
 
 /// The rule for a name given without a namespace, over every record named
 /// `name` outside `default`.
-pub(crate) fn pick(candidates: Vec<Sandbox>, caller: &Principal, name: &str) -> Result<Sandbox, ApiError> {
+pub(crate) fn pick(
+    candidates: Vec<Sandbox>,
+    caller: &Principal,
+    name: &str,
+) -> Result<Sandbox, ApiError> {
     let mut mine: Vec<Sandbox> = candidates
         .into_iter()
-        .filter(|s| s.name == name && s.namespace != DEFAULT_NAMESPACE && caller.may_access(&s.created_by.sub))
+        .filter(|s| {
+            s.name == name
+                && s.namespace != DEFAULT_NAMESPACE
+                && caller.may_access(&s.created_by.sub)
+        })
         .collect();
     match mine.len() {
         0 => Err(ApiError::sandbox_not_found()),
@@ -126,13 +134,21 @@ mod tests {
 
     #[test]
     fn one_match_elsewhere_is_it() {
-        let got = pick(vec![sandbox("team", "a", "u1"), sandbox("x", "a", "u2")], &user("u1", false), "a");
+        let got = pick(
+            vec![sandbox("team", "a", "u1"), sandbox("x", "a", "u2")],
+            &user("u1", false),
+            "a",
+        );
         assert_eq!(got.map(|s| s.namespace).ok().as_deref(), Some("team"));
     }
 
     #[test]
     fn several_matches_name_the_namespaces() {
-        let got = pick(vec![sandbox("b", "a", "u1"), sandbox("a", "a", "u1")], &user("u1", false), "a");
+        let got = pick(
+            vec![sandbox("b", "a", "u1"), sandbox("a", "a", "u1")],
+            &user("u1", false),
+            "a",
+        );
         match got {
             Err(ApiError::Ambiguous { namespaces, .. }) => assert_eq!(namespaces, vec!["a", "b"]),
             other => panic!("{other:?}"),
@@ -142,7 +158,10 @@ mod tests {
     #[test]
     fn other_users_sandboxes_are_invisible_but_admins_see_all() {
         let c = || vec![sandbox("team", "a", "u2")];
-        assert!(matches!(pick(c(), &user("u1", false), "a"), Err(ApiError::NotFound(_))));
+        assert!(matches!(
+            pick(c(), &user("u1", false), "a"),
+            Err(ApiError::NotFound(_))
+        ));
         assert!(pick(c(), &user("root", true), "a").is_ok());
     }
 

@@ -9,7 +9,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use agenttier_bus::model::{
-    Mode, Owner, Phase, Principal, Sandbox, SandboxStatus, Template, TemplateRef, is_dns_label, now_rfc3339,
+    Mode, Owner, Phase, Principal, Sandbox, SandboxStatus, Template, TemplateRef, is_dns_label,
+    now_rfc3339,
 };
 use agenttier_bus::msg::SimpleRequest;
 use agenttier_bus::store::{self, get_json, to_bytes};
@@ -55,7 +56,9 @@ fn parse_mode(s: &str) -> Result<Mode, ApiError> {
     match s {
         "code" => Ok(Mode::Code),
         "agent" => Ok(Mode::Agent),
-        _ => Err(ApiError::InvalidRequest(format!("mode: {s:?} must be \"code\" or \"agent\""))),
+        _ => Err(ApiError::InvalidRequest(format!(
+            "mode: {s:?} must be \"code\" or \"agent\""
+        ))),
     }
 }
 
@@ -68,14 +71,21 @@ fn validate(body: &CreateBody) -> Result<(String, String, TemplateRef), ApiError
     if !is_dns_label(&name) {
         return Err(invalid("name", &name));
     }
-    let namespace = body.namespace.clone().unwrap_or_else(|| DEFAULT_NAMESPACE.into());
+    let namespace = body
+        .namespace
+        .clone()
+        .unwrap_or_else(|| DEFAULT_NAMESPACE.into());
     if !is_dns_label(&namespace) {
         return Err(invalid("namespace", &namespace));
     }
     let (tname, kind, tns) = match &body.template_ref {
         None => return Err(ApiError::InvalidRequest("templateRef: required".into())),
         Some(TemplateRefBody::Name(n)) => (n.clone(), None, None),
-        Some(TemplateRefBody::Full { name, kind, namespace }) => (name.clone(), kind.clone(), namespace.clone()),
+        Some(TemplateRefBody::Full {
+            name,
+            kind,
+            namespace,
+        }) => (name.clone(), kind.clone(), namespace.clone()),
     };
     if !is_dns_label(&tname) {
         return Err(invalid("templateRef.name", &tname));
@@ -95,11 +105,23 @@ fn validate(body: &CreateBody) -> Result<(String, String, TemplateRef), ApiError
     {
         return Err(invalid("templateRef.namespace", ns));
     }
-    Ok((name, namespace, TemplateRef { name: tname, kind, namespace: tns }))
+    Ok((
+        name,
+        namespace,
+        TemplateRef {
+            name: tname,
+            kind,
+            namespace: tns,
+        },
+    ))
 }
 
 fn display_name(p: &Principal) -> String {
-    if p.name.is_empty() { p.email.clone() } else { p.name.clone() }
+    if p.name.is_empty() {
+        p.email.clone()
+    } else {
+        p.name.clone()
+    }
 }
 
 pub(crate) async fn create(
@@ -139,7 +161,11 @@ pub(crate) async fn create(
             ..Default::default()
         },
     };
-    match ctx.store.create(&Sandbox::key(&namespace, &name), to_bytes(&record)).await {
+    match ctx
+        .store
+        .create(&Sandbox::key(&namespace, &name), to_bytes(&record))
+        .await
+    {
         Ok(_) => {}
         Err(store::Error::Exists(_)) => {
             return Err(ApiError::AlreadyExists(format!(
@@ -254,10 +280,27 @@ pub(crate) async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn lifecycle(ctx: Ctx, caller: Principal, id: String, ns: Option<String>, verb: Verb) -> Result<Value, ApiError> {
+async fn lifecycle(
+    ctx: Ctx,
+    caller: Principal,
+    id: String,
+    ns: Option<String>,
+    verb: Verb,
+) -> Result<Value, ApiError> {
     let s = resolve(&ctx, &caller, &id, ns.as_deref()).await?;
-    let _: Value = ask(&ctx, &s, verb, &SimpleRequest { caller }, RUNNING_OR_STOPPED).await?;
-    let status = if verb == Verb::Stop { "stopping" } else { "resuming" };
+    let _: Value = ask(
+        &ctx,
+        &s,
+        verb,
+        &SimpleRequest { caller },
+        RUNNING_OR_STOPPED,
+    )
+    .await?;
+    let status = if verb == Verb::Stop {
+        "stopping"
+    } else {
+        "resuming"
+    };
     Ok(json!({ "status": status }))
 }
 
@@ -267,7 +310,9 @@ pub(crate) async fn stop(
     Path(id): Path<String>,
     Query(q): Query<NsQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    lifecycle(ctx, caller, id, q.namespace, Verb::Stop).await.map(axum::Json)
+    lifecycle(ctx, caller, id, q.namespace, Verb::Stop)
+        .await
+        .map(axum::Json)
 }
 
 pub(crate) async fn resume(
@@ -276,7 +321,9 @@ pub(crate) async fn resume(
     Path(id): Path<String>,
     Query(q): Query<NsQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    lifecycle(ctx, caller, id, q.namespace, Verb::Resume).await.map(axum::Json)
+    lifecycle(ctx, caller, id, q.namespace, Verb::Resume)
+        .await
+        .map(axum::Json)
 }
 
 #[cfg(test)]
@@ -296,21 +343,32 @@ mod tests {
 
     #[test]
     fn invalid_fields_are_named() {
-        assert!(message(validate(&body(json!({"name":"Bad","templateRef":{"name":"t"}})))).starts_with("name:"));
         assert!(
-            message(validate(&body(json!({"name":"a","namespace":"a.b","templateRef":"t"})))).starts_with("namespace:")
+            message(validate(&body(
+                json!({"name":"Bad","templateRef":{"name":"t"}})
+            )))
+            .starts_with("name:")
+        );
+        assert!(
+            message(validate(&body(
+                json!({"name":"a","namespace":"a.b","templateRef":"t"})
+            )))
+            .starts_with("namespace:")
         );
         assert!(message(validate(&body(json!({"name":"a"})))).starts_with("templateRef:"));
         assert!(
-            message(validate(&body(json!({"name":"a","templateRef":{"name":"t","kind":"Pod"}}))))
-                .starts_with("templateRef.kind:")
+            message(validate(&body(
+                json!({"name":"a","templateRef":{"name":"t","kind":"Pod"}})
+            )))
+            .starts_with("templateRef.kind:")
         );
         assert!(parse_mode("shell").is_err());
     }
 
     #[test]
     fn template_refs_default_to_cluster_and_namespaced_ones_to_the_sandbox_namespace() {
-        let (_, _, r) = validate(&body(json!({"name":"a","templateRef":"python-agent"}))).unwrap_or_else(|e| panic!("{e:?}"));
+        let (_, _, r) = validate(&body(json!({"name":"a","templateRef":"python-agent"})))
+            .unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!((r.kind.as_str(), r.namespace), (TemplateRef::CLUSTER, None));
         let (_, ns, r) =
             validate(&body(json!({"name":"a","namespace":"team","templateRef":{"name":"t","kind":"SandboxTemplate"}})))

@@ -26,14 +26,21 @@ fn view(t: &Template) -> Value {
     v
 }
 
-pub(crate) async fn list(State(ctx): State<Ctx>, Query(q): Query<NsQuery>) -> Result<impl IntoResponse, ApiError> {
+pub(crate) async fn list(
+    State(ctx): State<Ctx>,
+    Query(q): Query<NsQuery>,
+) -> Result<impl IntoResponse, ApiError> {
     if let Some(ns) = &q.namespace {
         check_namespace(ns)?;
     }
     let mut out = Vec::new();
     for (key, entry) in ctx.store.list(Template::KEY_PREFIX).await? {
         match entry.decode::<Template>(&key) {
-            Ok(t) if q.namespace.is_none() || t.metadata.namespace.is_none() || t.metadata.namespace == q.namespace => {
+            Ok(t)
+                if q.namespace.is_none()
+                    || t.metadata.namespace.is_none()
+                    || t.metadata.namespace == q.namespace =>
+            {
                 out.push(view(&t))
             }
             Ok(_) => {}

@@ -76,7 +76,10 @@ pub(crate) async fn replay(
     after: u64,
     timeout: Duration,
 ) -> Result<ReplayReply, ReplayError> {
-    let req = ReplayRequest { after, limit: REPLAY_LIMIT };
+    let req = ReplayRequest {
+        after,
+        limit: REPLAY_LIMIT,
+    };
     let payload = Bytes::from(serde_json::to_vec(&req).map_err(|e| ReplayError::Bus(e.into()))?);
     let msg = bus
         .request(subject.to_string(), Headers::new(), payload, timeout)
@@ -108,7 +111,12 @@ fn decode_replay(msg: &Message) -> Result<ReplayReply, ReplayError> {
 impl Relay {
     /// Starts relaying `sub` after seq `after`, first applying `initial` (a
     /// replay the caller already fetched); the receiver yields the events.
-    pub fn spawn(self, sub: Subscription, after: u64, initial: Option<ReplayReply>) -> mpsc::Receiver<Event> {
+    pub fn spawn(
+        self,
+        sub: Subscription,
+        after: u64,
+        initial: Option<ReplayReply>,
+    ) -> mpsc::Receiver<Event> {
         let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
         let run = Run {
             relay: self,
@@ -177,7 +185,9 @@ impl Run {
 
     async fn send(&mut self, events: Vec<Event>) -> Step {
         for e in events {
-            if let (EventKind::Start(s), Kind::Invoke { started_at, .. }) = (&e.kind, &mut self.relay.kind) {
+            if let (EventKind::Start(s), Kind::Invoke { started_at, .. }) =
+                (&e.kind, &mut self.relay.kind)
+            {
                 *started_at = Some(s.started_at);
             }
             self.out.send(e).await.map_err(|_| Gone)?;
@@ -205,10 +215,20 @@ impl Run {
     }
 
     async fn fetch_replay(&self) -> Option<ReplayReply> {
-        let Kind::Invoke { replay: subject, .. } = &self.relay.kind else {
+        let Kind::Invoke {
+            replay: subject, ..
+        } = &self.relay.kind
+        else {
             return None;
         };
-        match replay(self.relay.bus.as_ref(), subject, self.seq.last(), self.relay.liveness).await {
+        match replay(
+            self.relay.bus.as_ref(),
+            subject,
+            self.seq.last(),
+            self.relay.liveness,
+        )
+        .await
+        {
             Ok(r) => Some(r),
             Err(e) => {
                 tracing::debug!(?e, "replay failed");
@@ -281,10 +301,16 @@ impl Run {
                 Ok(!self.seq.done())
             }
             Kind::Configure { status, caller } => {
-                let req = SimpleRequest { caller: caller.clone() };
-                let r: Result<serde_json::Value, _> =
-                    agenttier_bus::request_json(self.relay.bus.as_ref(), status.clone(), &req, self.relay.liveness)
-                        .await;
+                let req = SimpleRequest {
+                    caller: caller.clone(),
+                };
+                let r: Result<serde_json::Value, _> = agenttier_bus::request_json(
+                    self.relay.bus.as_ref(),
+                    status.clone(),
+                    &req,
+                    self.relay.liveness,
+                )
+                .await;
                 match r {
                     Err(agenttier_bus::Error::NoResponders) => {
                         self.lost().await?;
@@ -300,10 +326,16 @@ impl Run {
     async fn lost(&mut self) -> Step {
         let seq = self.seq.last() + 1;
         let kind = match &self.relay.kind {
-            Kind::Invoke { invoke_id, started_at, .. } => EventKind::Exit(ExitData {
+            Kind::Invoke {
+                invoke_id,
+                started_at,
+                ..
+            } => EventKind::Exit(ExitData {
                 invoke_id: invoke_id.clone(),
                 exit_code: -1,
-                duration_ms: started_at.map(|s| now_unix_ms().saturating_sub(s)).unwrap_or(0),
+                duration_ms: started_at
+                    .map(|s| now_unix_ms().saturating_sub(s))
+                    .unwrap_or(0),
                 reason: ExitReason::Error,
                 cause: Some("executor_lost".into()),
                 message: Some("lost contact with the executor running this invoke".into()),

@@ -39,7 +39,12 @@ impl Sequencer {
 
     /// The highest seq known to exist (delivered or held).
     pub fn known(&self) -> u64 {
-        self.pending.keys().next_back().copied().unwrap_or(self.last).max(self.last)
+        self.pending
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(self.last)
+            .max(self.last)
     }
 
     /// The first missing range, when something after it is held.

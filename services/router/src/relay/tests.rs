@@ -58,19 +58,29 @@ fn invoke_relay(bus: &memory::Bus, liveness: Duration, shutdown: CancellationTok
     }
 }
 
-async fn start(bus: &memory::Bus, liveness: Duration) -> (mpsc::Receiver<Event>, CancellationToken) {
+async fn start(
+    bus: &memory::Bus,
+    liveness: Duration,
+) -> (mpsc::Receiver<Event>, CancellationToken) {
     let sub = bus
         .subscribe(Subjects::default().invoke_events(INV))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let token = CancellationToken::new();
-    (invoke_relay(bus, liveness, token.clone()).spawn(sub, 0, None), token)
+    (
+        invoke_relay(bus, liveness, token.clone()).spawn(sub, 0, None),
+        token,
+    )
 }
 
 async fn publish(bus: &memory::Bus, ev: &Event) {
     let payload = Bytes::from(serde_json::to_vec(ev).unwrap_or_default());
     let _ = bus
-        .publish(Subjects::default().invoke_events(INV), Headers::new(), payload)
+        .publish(
+            Subjects::default().invoke_events(INV),
+            Headers::new(),
+            payload,
+        )
         .await;
 }
 
@@ -83,10 +93,16 @@ async fn serve_replay(bus: &memory::Bus, retained: Vec<Event>, finished: bool) {
     let bus = bus.clone();
     tokio::spawn(async move {
         while let Some(m) = sub.next().await {
-            let Ok(req) = m.json::<ReplayRequest>() else { continue };
+            let Ok(req) = m.json::<ReplayRequest>() else {
+                continue;
+            };
             let reply = ReplayReply {
                 first_retained: retained.first().map(|e| e.seq).unwrap_or(1),
-                events: retained.iter().filter(|e| e.seq > req.after).cloned().collect(),
+                events: retained
+                    .iter()
+                    .filter(|e| e.seq > req.after)
+                    .cloned()
+                    .collect(),
                 finished,
             };
             let _ = agenttier_bus::respond_json(&bus, &m, &reply).await;
@@ -197,7 +213,11 @@ async fn resume_applies_the_initial_replay_then_follows_live() {
         finished: false,
         first_retained: 1,
     };
-    let rx = invoke_relay(&bus, Duration::from_secs(2), CancellationToken::new()).spawn(sub, 2, Some(initial));
+    let rx = invoke_relay(&bus, Duration::from_secs(2), CancellationToken::new()).spawn(
+        sub,
+        2,
+        Some(initial),
+    );
     publish(&bus, &log(3)).await;
     publish(&bus, &exit(4)).await;
     assert_eq!(seqs(&drain(rx).await), vec![3, 4]);

@@ -10,9 +10,9 @@ use std::time::Duration;
 use agenttier_bus::memory;
 use agenttier_bus::model::{now_rfc3339, now_unix_ms};
 use agenttier_bus::msg::{
-    CancelRequest, ConfigureAccepted, ConfigureRequest, Event, EventKind, ExitData, ExitReason, FILE_HEADER,
-    InvokeAccepted, InvokeRequest, LogData, OFFSET_HEADER, Rejection, ReplayReply, ReplayRequest, Reply, StartData,
-    StdinAck, UploadAck,
+    CancelRequest, ConfigureAccepted, ConfigureRequest, Event, EventKind, ExitData, ExitReason,
+    FILE_HEADER, InvokeAccepted, InvokeRequest, LogData, OFFSET_HEADER, Rejection, ReplayReply,
+    ReplayRequest, Reply, StartData, StdinAck, UploadAck,
 };
 use agenttier_bus::subject::Subjects;
 use agenttier_bus::{Bus, Headers, Message, respond_json};
@@ -31,7 +31,10 @@ struct Fake {
 /// Answers every request to `<ns>/<name>` until the bus goes away.
 pub async fn spawn(bus: memory::Bus, ns: &str, name: &str) {
     let s = Subjects::default();
-    let mut sub = bus.subscribe(s.sandbox_all(ns, name)).await.expect("subscribe");
+    let mut sub = bus
+        .subscribe(s.sandbox_all(ns, name))
+        .await
+        .expect("subscribe");
     let fake = Fake {
         bus,
         s,
@@ -78,7 +81,10 @@ impl Log {
 
     async fn publish(&self, ev: &Event) {
         let payload = Bytes::from(serde_json::to_vec(ev).expect("json"));
-        let _ = self.bus.publish(self.subject.clone(), Headers::new(), payload).await;
+        let _ = self
+            .bus
+            .publish(self.subject.clone(), Headers::new(), payload)
+            .await;
     }
 
     async fn serve_replay(&self, subject: String) {
@@ -86,7 +92,9 @@ impl Log {
         let log = self.clone();
         tokio::spawn(async move {
             while let Some(m) = sub.next().await {
-                let Ok(req) = m.json::<ReplayRequest>() else { continue };
+                let Ok(req) = m.json::<ReplayRequest>() else {
+                    continue;
+                };
                 let events: Vec<Event> = log.events.lock().expect("log").clone();
                 let finished = events.last().is_some_and(|e| e.kind.is_terminal());
                 let reply = ReplayReply {
@@ -124,14 +132,18 @@ impl Fake {
         match verb.as_str() {
             "invoke" => self.invoke(m).await,
             "cancel" => {
-                let Ok(req) = m.json::<CancelRequest>() else { return };
+                let Ok(req) = m.json::<CancelRequest>() else {
+                    return;
+                };
                 let tx = self.cancels.lock().expect("cancels").remove(&req.invoke_id);
                 let reply: Reply<serde_json::Value> = match tx {
                     Some(tx) => {
                         let _ = tx.send(());
                         Reply::Ok(json!({}))
                     }
-                    None => Reply::Rejected(Rejection::new(404, "not_found").message("invoke not found")),
+                    None => Reply::Rejected(
+                        Rejection::new(404, "not_found").message("invoke not found"),
+                    ),
                 };
                 let _ = respond_json(&self.bus, &m, &reply).await;
             }
@@ -144,7 +156,9 @@ impl Fake {
     }
 
     async fn invoke(self, m: Message) {
-        let Ok(req) = m.json::<InvokeRequest>() else { return };
+        let Ok(req) = m.json::<InvokeRequest>() else {
+            return;
+        };
         let id = req.invoke_id.clone();
         if req.prompt.as_deref() == Some("busy") {
             let r = Rejection::new(429, "concurrency_exceeded")
@@ -167,10 +181,18 @@ impl Fake {
         let mut stdin = req.stdin.to_vec();
         let mut stdin_sub = None;
         if req.stdin_len > stdin.len() as u64 {
-            stdin_sub = Some(self.bus.subscribe(self.s.invoke_stdin(&id)).await.expect("stdin"));
+            stdin_sub = Some(
+                self.bus
+                    .subscribe(self.s.invoke_stdin(&id))
+                    .await
+                    .expect("stdin"),
+            );
         }
         let (cancel_tx, mut cancel_rx) = oneshot::channel();
-        self.cancels.lock().expect("cancels").insert(id.clone(), cancel_tx);
+        self.cancels
+            .lock()
+            .expect("cancels")
+            .insert(id.clone(), cancel_tx);
         let accepted = InvokeAccepted {
             invoke_id: id.clone(),
             started_at: now_unix_ms(),
@@ -178,8 +200,13 @@ impl Fake {
         let _ = respond_json(&self.bus, &m, &Reply::Ok(accepted)).await;
         if let Some(mut sub) = stdin_sub {
             while (stdin.len() as u64) < req.stdin_len {
-                let Some(chunk) = sub.next().await else { return };
-                assert_eq!(chunk.headers.get(OFFSET_HEADER), Some(stdin.len().to_string().as_str()));
+                let Some(chunk) = sub.next().await else {
+                    return;
+                };
+                assert_eq!(
+                    chunk.headers.get(OFFSET_HEADER),
+                    Some(stdin.len().to_string().as_str())
+                );
                 stdin.extend_from_slice(&chunk.payload);
                 let ack = StdinAck {
                     received: stdin.len() as u64,
@@ -206,20 +233,28 @@ impl Fake {
             _ => {
                 log.emit(log_line("hello".into())).await;
                 let head = String::from_utf8_lossy(&stdin[..stdin.len().min(16)]).to_string();
-                log.emit(log_line(format!("stdin {} bytes: {head}", stdin.len()))).await;
+                log.emit(log_line(format!("stdin {} bytes: {head}", stdin.len())))
+                    .await;
                 log.emit(exit(&id, 0, ExitReason::Completed)).await;
             }
         }
     }
 
     async fn configure(self, m: Message) {
-        let Ok(req) = m.json::<ConfigureRequest>() else { return };
+        let Ok(req) = m.json::<ConfigureRequest>() else {
+            return;
+        };
         let mut uploads = self
             .bus
             .subscribe(self.s.configure_upload(&req.configure_id))
             .await
             .expect("upload sub");
-        let _ = respond_json(&self.bus, &m, &Reply::Ok(ConfigureAccepted { skipped: false })).await;
+        let _ = respond_json(
+            &self.bus,
+            &m,
+            &Reply::Ok(ConfigureAccepted { skipped: false }),
+        )
+        .await;
         let mut got: Vec<Option<Vec<u8>>> = vec![None; req.files.len()];
         let complete = |got: &Vec<Option<Vec<u8>>>| {
             got.iter()
@@ -227,9 +262,19 @@ impl Fake {
                 .all(|(g, f)| g.as_ref().is_some_and(|b| b.len() as u64 == f.size))
         };
         while !complete(&got) {
-            let Some(chunk) = uploads.next().await else { return };
-            let index: usize = chunk.headers.get(FILE_HEADER).and_then(|v| v.parse().ok()).expect("file header");
-            let offset: usize = chunk.headers.get(OFFSET_HEADER).and_then(|v| v.parse().ok()).expect("offset");
+            let Some(chunk) = uploads.next().await else {
+                return;
+            };
+            let index: usize = chunk
+                .headers
+                .get(FILE_HEADER)
+                .and_then(|v| v.parse().ok())
+                .expect("file header");
+            let offset: usize = chunk
+                .headers
+                .get(OFFSET_HEADER)
+                .and_then(|v| v.parse().ok())
+                .expect("offset");
             let buf = got[index].get_or_insert_with(Vec::new);
             assert_eq!(offset, buf.len(), "chunks arrive in order");
             buf.extend_from_slice(&chunk.payload);
@@ -246,8 +291,11 @@ impl Fake {
         for (f, body) in req.files.iter().zip(&got) {
             let n = body.as_ref().map(Vec::len).unwrap_or(0);
             let first = body.as_ref().and_then(|b| b.first().copied()).unwrap_or(0);
-            log.emit(log_line(format!("[configure] uploading {} ({n} bytes, first {first})", f.path)))
-                .await;
+            log.emit(log_line(format!(
+                "[configure] uploading {} ({n} bytes, first {first})",
+                f.path
+            )))
+            .await;
         }
         log.emit(EventKind::Result(json!({
             "lastConfiguredAt": now_rfc3339(),

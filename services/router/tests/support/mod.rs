@@ -55,8 +55,14 @@ impl Harness {
             store.put(&t.key(), to_bytes(&t)).await.expect("template");
         }
         let (alice, bob, admin) = (generate_api_key(), generate_api_key(), generate_api_key());
-        for (key, p) in [(&alice, user("alice", false)), (&bob, user("bob", false)), (&admin, user("root", true))] {
-            ensure_api_key(store.as_ref(), key, p, "test").await.expect("key");
+        for (key, p) in [
+            (&alice, user("alice", false)),
+            (&bob, user("bob", false)),
+            (&admin, user("root", true)),
+        ] {
+            ensure_api_key(store.as_ref(), key, p, "test")
+                .await
+                .expect("key");
         }
         let bus = memory::Bus::new();
         let state = AppState {
@@ -65,7 +71,9 @@ impl Harness {
             subjects: Subjects::default(),
             config: Arc::new(Config::default()),
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let shutdown = CancellationToken::new();
         tokio::spawn(serve(listener, state, shutdown.clone()));
@@ -81,6 +89,11 @@ impl Harness {
             shutdown,
             _dir: dir,
         }
+    }
+
+    /// Fires the router's shutdown token.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
     }
 
     pub fn req(&self, method: reqwest::Method, path: &str, key: &str) -> reqwest::RequestBuilder {
@@ -149,7 +162,11 @@ impl SseReader {
         loop {
             if let Some(end) = self.buf.find("\n\n") {
                 let block: String = self.buf.drain(..end + 2).collect();
-                let mut ev = Sse { id: None, event: None, data: Value::Null };
+                let mut ev = Sse {
+                    id: None,
+                    event: None,
+                    data: Value::Null,
+                };
                 let mut any = false;
                 for line in block.lines() {
                     if let Some(v) = line.strip_prefix("id: ") {
