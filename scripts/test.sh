@@ -6,4 +6,9 @@ cd "$(dirname "$0")/.."
 scripts/ensure-deps.sh --test
 export AGENTTIER_NATS_SERVER="$PWD/.venv/bin/nats-server"
 cargo build --workspace --quiet
-cargo test --workspace --no-fail-fast "$@"
+status=0
+cargo test --workspace --no-fail-fast "$@" || status=$?
+# Existing clients, unchanged: the published v0.8 Python SDK against `agenttier up`.
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+AGENTTIER_BIN="$target_dir/debug/agenttier" .venv-compat/bin/python -m pytest -q tests/compat || status=$?
+exit $status

@@ -471,6 +471,15 @@ pub fn admin_clients(sys: &dyn System) -> Vec<Client> {
         .collect()
 }
 
+/// Admin clients of two routers: A and B, which are the same router when
+/// `sys` has only one.
+pub fn router_pair(sys: &dyn System) -> (Client, Client) {
+    let mut all = admin_clients(sys);
+    let a = all.remove(0);
+    let b = all.into_iter().next().unwrap_or_else(|| a.clone());
+    (a, b)
+}
+
 /// Waits until every router of `sys` answers and serves the harness's
 /// templates (so the controller has published them); panics after 30 s.
 pub async fn wait_ready(sys: &dyn System) {

@@ -501,3 +501,21 @@ macro_rules! e2e_scenarios {
         }
     )*};
 }
+
+/// Host processes whose command line contains `marker` (pid, command line).
+/// Sandboxed processes are visible here too: their PID namespace is a child
+/// of the host's.
+pub fn processes_with(marker: &str) -> Vec<(u32, String)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let me = std::process::id();
+    dir.flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let raw = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
+            (pid != me && cmdline.contains(marker)).then(|| (pid, cmdline.trim().to_string()))
+        })
+        .collect()
+}

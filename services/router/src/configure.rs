@@ -189,6 +189,15 @@ pub(crate) async fn configure(
     Json(body): Json<ConfigureBody>,
 ) -> Result<Response, ApiError> {
     let sbx = resolve(&ctx, &caller, &id, q.namespace.as_deref()).await?;
+    if body.files.is_empty()
+        && body.install_command.is_none()
+        && body.entrypoint.is_none()
+        && body.env.is_none()
+    {
+        return Err(ApiError::InvalidRequest(
+            "at least one of files, installCommand, entrypoint or env is required".into(),
+        ));
+    }
     let install = body.install_command.clone().unwrap_or_default();
     let Prepared {
         metas,

@@ -47,6 +47,12 @@ pub enum ApiError {
         namespaces: Vec<String>,
     },
     InvalidPhase(Phase),
+    /// No such endpoint (404), or not with this method (405).
+    NoRoute {
+        method: axum::http::Method,
+        path: String,
+        allowed: bool,
+    },
     PayloadTooLarge(Option<String>),
     /// The sandbox exists and should be served, but nobody answers for it.
     ExecutorUnavailable,
@@ -128,6 +134,24 @@ impl IntoResponse for ApiError {
             ApiError::InvalidPhase(p) => (
                 StatusCode::CONFLICT,
                 body("invalid_phase", Some(format!("sandbox is {}", p.as_str()))),
+            ),
+            ApiError::NoRoute {
+                method,
+                path,
+                allowed: false,
+            } => (
+                StatusCode::NOT_FOUND,
+                body(
+                    "endpoint_not_supported",
+                    Some(format!("this server has no endpoint {method} {path}")),
+                ),
+            ),
+            ApiError::NoRoute { method, path, .. } => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                body(
+                    "method_not_allowed",
+                    Some(format!("{path} does not accept {method}")),
+                ),
             ),
             ApiError::PayloadTooLarge(m) => {
                 (StatusCode::PAYLOAD_TOO_LARGE, body("payload_too_large", m))

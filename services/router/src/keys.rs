@@ -78,6 +78,28 @@ pub(crate) struct CreateBody {
     sub: Option<String>,
     email: Option<String>,
     admin: Option<bool>,
+    /// v0.8 sandbox-scoped keys: refused rather than ignored, since ignoring
+    /// them would mint a full-access key where a restricted one was asked for.
+    sandbox_id: Option<Value>,
+    action_groups: Option<Value>,
+}
+
+/// Fields asking for a restriction this server cannot enforce.
+fn refuse_scopes(body: &CreateBody) -> Result<(), ApiError> {
+    let set = |v: &Option<Value>| match v {
+        None | Some(Value::Null) => false,
+        Some(Value::Array(a)) => !a.is_empty(),
+        Some(Value::String(s)) => !s.is_empty(),
+        Some(_) => true,
+    };
+    for (field, v) in [("sandboxId", &body.sandbox_id), ("actionGroups", &body.action_groups)] {
+        if set(v) {
+            return Err(ApiError::InvalidRequest(format!(
+                "{field}: scoped API keys are not supported by this server"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `expiresIn`: seconds as a number, or `30s`, `12h`, `90d`.
@@ -141,6 +163,7 @@ pub(crate) async fn create(
     Caller(caller): Caller,
     Json(body): Json<CreateBody>,
 ) -> Result<impl IntoResponse, ApiError> {
+    refuse_scopes(&body)?;
     let principal = key_principal(&caller, &body)?;
     let expires_at = match &body.expires_in {
         None | Some(Value::Null) => None,
@@ -195,13 +218,15 @@ pub(crate) async fn list(
         .map(|r| {
             json!({
                 "id": r.id,
+                "userId": r.principal.sub,
                 "name": r.name,
                 "createdAt": r.created_at,
                 "expiresAt": r.expires_at,
             })
         })
         .collect();
-    Ok(axum::Json(json!({ "apiKeys": keys })))
+    // `apiKeys` is SPEC's name; v0.8 clients read `keys`.
+    Ok(axum::Json(json!({ "apiKeys": keys, "keys": keys })))
 }
 
 /// Revokes one of the caller's keys (admins: any key).
@@ -287,5 +312,18 @@ mod tests {
         );
         let p = key_principal(&admin, &for_other).ok().unwrap_or_default();
         assert_eq!((p.sub.as_str(), p.admin), ("u2", false));
+    }
+
+    #[test]
+    fn scoped_key_requests_are_refused_not_ignored() {
+        let body: CreateBody =
+            serde_json::from_value(json!({"sandboxId": "demo"})).unwrap_or_default();
+        assert!(matches!(refuse_scopes(&body), Err(ApiError::InvalidRequest(m)) if m.starts_with("sandboxId")));
+        let body: CreateBody =
+            serde_json::from_value(json!({"actionGroups": ["invoke"]})).unwrap_or_default();
+        assert!(refuse_scopes(&body).is_err());
+        let body: CreateBody =
+            serde_json::from_value(json!({"actionGroups": [], "sandboxId": null})).unwrap_or_default();
+        assert!(refuse_scopes(&body).is_ok());
     }
 }

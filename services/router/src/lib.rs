@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode, Uri};
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
 use tokio_util::sync::CancellationToken;
@@ -154,7 +154,8 @@ fn routes(state: AppState, shutdown: CancellationToken) -> Router {
         )
         .route("/templates", get(templates::list))
         .route("/templates/{name}", get(templates::get))
-        .fallback(not_found)
+        .fallback(no_route)
+        .method_not_allowed_fallback(no_method)
         .layer(axum::middleware::from_fn_with_state(
             ctx.clone(),
             auth::require,
@@ -164,7 +165,8 @@ fn routes(state: AppState, shutdown: CancellationToken) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .nest("/api/v1", api)
-        .fallback(not_found)
+        .fallback(no_route)
+        .method_not_allowed_fallback(no_method)
         .with_state(ctx)
 }
 
@@ -218,8 +220,22 @@ async fn metrics() -> impl IntoResponse {
     )
 }
 
-async fn not_found() -> ApiError {
-    ApiError::NotFound("no such route")
+/// Unknown routes (v0.8 clients call several this server does not have) say
+/// so, rather than reading like "sandbox not found".
+async fn no_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::NoRoute {
+        method,
+        path: uri.path().to_string(),
+        allowed: false,
+    }
+}
+
+async fn no_method(method: Method, uri: Uri) -> ApiError {
+    ApiError::NoRoute {
+        method,
+        path: uri.path().to_string(),
+        allowed: true,
+    }
 }
 
 /// `<prefix>` + 24 lowercase hex from a CSPRNG: invoke and configure ids.

@@ -759,6 +759,11 @@ async fn shutdown_ends_open_streams() {
     let began = Instant::now();
     h.shutdown();
     let rest = sse.all(Duration::from_secs(3)).await;
-    assert!(rest.is_empty(), "{rest:?}");
     assert!(began.elapsed() < Duration::from_secs(2));
+    // v0.8 clients read a stream without `exit` as success, so it ends with one
+    // that says what happened and repeats the last id (resume misses nothing).
+    assert_eq!(rest.len(), 1, "{rest:?}");
+    assert_eq!(rest[0].event.as_deref(), Some("exit"));
+    assert_eq!(rest[0].id.as_deref(), Some("1"));
+    assert_eq!(rest[0].data["cause"], "router_shutdown");
 }

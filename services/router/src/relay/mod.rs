@@ -154,15 +154,22 @@ impl Run {
             let deadline = heard + self.relay.liveness;
             let step = tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => {
+                    self.interrupted().await;
+                    return;
+                }
                 _ = self.out.closed() => return,
                 m = sub.next() => match m {
                     Some(m) => {
                         heard = Instant::now();
                         self.on_message(m).await.map(|_| true)
                     }
-                    // The bus closed the subscription: as good as silence.
-                    None => self.on_silence().await.map(|_| false),
+                    // The bus closed the subscription: probe once, and end
+                    // with a terminal event either way (we cannot follow on).
+                    None => match self.on_silence().await {
+                        Ok(true) => self.lost().await.map(|_| false),
+                        other => other.map(|_| false),
+                    },
                 },
                 _ = tokio::time::sleep_until(deadline) => {
                     heard = Instant::now();
@@ -320,6 +327,39 @@ impl Run {
                 }
             }
         }
+    }
+
+    /// The router is shutting down. An invoke stream still ends with an
+    /// `exit` (v0.8 clients treat a stream without one as success), with the
+    /// id of the last event delivered, so resuming from it misses nothing.
+    async fn interrupted(&mut self) {
+        let Kind::Invoke {
+            invoke_id,
+            started_at,
+            ..
+        } = &self.relay.kind
+        else {
+            return;
+        };
+        if self.seq.done() {
+            return;
+        }
+        let last = self.seq.last();
+        let ev = Event {
+            seq: last,
+            kind: EventKind::Exit(ExitData {
+                invoke_id: invoke_id.clone(),
+                exit_code: -1,
+                duration_ms: started_at.map(|s| now_unix_ms().saturating_sub(s)).unwrap_or(0),
+                reason: ExitReason::Error,
+                cause: Some("router_shutdown".into()),
+                message: Some(format!(
+                    "the router shut down; the run may still be going: resume with \
+                     GET .../invokes/{invoke_id}/events and Last-Event-ID: {last}"
+                )),
+            }),
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.out.send(ev)).await;
     }
 
     /// Ends the stream with the event that says the executor is gone.

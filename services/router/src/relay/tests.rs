@@ -236,7 +236,12 @@ async fn attached_is_published_while_relaying_and_shutdown_ends_the_stream() {
         assert!(matches!(got, Ok(Some(_))));
     }
     token.cancel();
-    assert!(drain(rx).await.is_empty());
+    let got = drain(rx).await;
+    assert_eq!(seqs(&got), vec![0], "the exit repeats the last id delivered");
+    match &got[0].kind {
+        EventKind::Exit(d) => assert_eq!(d.cause.as_deref(), Some("router_shutdown")),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[tokio::test]
