@@ -187,7 +187,10 @@ impl EventStream {
                 return e;
             }
         }
-        panic!("the stream ended without a {name:?} event; saw {:?}", self.seen);
+        panic!(
+            "the stream ended without a {name:?} event; saw {:?}",
+            self.seen
+        );
     }
 
     /// Reads to the end; returns every event of the stream.
@@ -300,7 +303,9 @@ impl Client {
 
     /// A request to `/api/v1{path}` carrying the key.
     pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        let rb = self.http.request(method, format!("{}/api/v1{path}", self.base));
+        let rb = self
+            .http
+            .request(method, format!("{}/api/v1{path}", self.base));
         match &self.key {
             Some(k) => rb.header("X-API-Key", k),
             None => rb,
@@ -309,7 +314,10 @@ impl Client {
 
     /// Sends `rb` and reads a JSON (or empty) answer.
     pub async fn send(&self, rb: reqwest::RequestBuilder) -> Reply {
-        let resp = rb.send().await.unwrap_or_else(|e| panic!("request to {} failed: {e}", self.base));
+        let resp = rb
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("request to {} failed: {e}", self.base));
         reply(resp).await
     }
 
@@ -323,8 +331,11 @@ impl Client {
 
     /// `POST /sandboxes` `{name, templateRef: {name: template}}`.
     pub async fn create_sandbox(&self, name: &str, template: &str) -> Reply {
-        self.post_json("/sandboxes", &json!({"name": name, "templateRef": {"name": template}}))
-            .await
+        self.post_json(
+            "/sandboxes",
+            &json!({"name": name, "templateRef": {"name": template}}),
+        )
+        .await
     }
 
     pub async fn get_sandbox(&self, name: &str) -> Reply {
@@ -375,7 +386,12 @@ impl Client {
     }
 
     /// `POST /sandboxes/{name}/invoke?query` with `body` as stdin.
-    pub async fn invoke_stream(&self, name: &str, body: impl Into<reqwest::Body>, query: &[(&str, &str)]) -> Streamed {
+    pub async fn invoke_stream(
+        &self,
+        name: &str,
+        body: impl Into<reqwest::Body>,
+        query: &[(&str, &str)],
+    ) -> Streamed {
         let rb = self
             .request(Method::POST, &format!("/sandboxes/{name}/invoke"))
             .query(query)
@@ -384,7 +400,12 @@ impl Client {
     }
 
     /// Invokes and reads the stream to its end (200 expected).
-    pub async fn invoke(&self, name: &str, body: impl Into<reqwest::Body>, query: &[(&str, &str)]) -> Finished {
+    pub async fn invoke(
+        &self,
+        name: &str,
+        body: impl Into<reqwest::Body>,
+        query: &[(&str, &str)],
+    ) -> Finished {
         finish(self.invoke_stream(name, body, query).await.stream()).await
     }
 
@@ -394,15 +415,18 @@ impl Client {
             Some(id) => json!({ "invokeId": id }),
             None => json!({}),
         };
-        self.post_json(&format!("/sandboxes/{name}/invoke/cancel"), &body).await
+        self.post_json(&format!("/sandboxes/{name}/invoke/cancel"), &body)
+            .await
     }
 
     pub async fn stop(&self, name: &str) -> Reply {
-        self.post_json(&format!("/sandboxes/{name}/stop"), &json!({})).await
+        self.post_json(&format!("/sandboxes/{name}/stop"), &json!({}))
+            .await
     }
 
     pub async fn resume(&self, name: &str) -> Reply {
-        self.post_json(&format!("/sandboxes/{name}/resume"), &json!({})).await
+        self.post_json(&format!("/sandboxes/{name}/resume"), &json!({}))
+            .await
     }
 
     pub async fn delete(&self, name: &str) -> Reply {
@@ -411,7 +435,8 @@ impl Client {
     }
 
     pub async fn install_log(&self, name: &str) -> Reply {
-        self.get_json(&format!("/sandboxes/{name}/configure/install-log")).await
+        self.get_json(&format!("/sandboxes/{name}/configure/install-log"))
+            .await
     }
 
     /// As an admin, mints a non-admin key for `sub` and returns it.
@@ -430,7 +455,10 @@ impl Client {
     }
 
     async fn streamed(&self, rb: reqwest::RequestBuilder) -> Streamed {
-        let resp = rb.send().await.unwrap_or_else(|e| panic!("request to {} failed: {e}", self.base));
+        let resp = rb
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("request to {} failed: {e}", self.base));
         if resp.status() == StatusCode::OK {
             Streamed::Stream(EventStream::new(resp))
         } else {
@@ -446,9 +474,14 @@ async fn reply(resp: reqwest::Response) -> Reply {
     let body = if bytes.is_empty() {
         Value::Null
     } else {
-        serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
     };
-    Reply { status, headers, body }
+    Reply {
+        status,
+        headers,
+        body,
+    }
 }
 
 /// Reads an open stream to its end.

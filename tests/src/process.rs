@@ -33,9 +33,10 @@ const LISTENING: &str = "agenttier: listening on http://";
 /// How much of each log a failing test prints.
 const LOG_TAIL_LINES: usize = 150;
 
-/// The `agenttier` binary: `$AGENTTIER_BIN`, else `agenttier` next to the
-/// directory holding the test executable (`target/debug/deps/..`). Panics,
-/// saying how to build it, when it is missing.
+/// The `agenttier` binary: `$AGENTTIER_BIN` as it is, else `agenttier` in
+/// the profile directory of the test executable (`target/debug/deps/..`),
+/// first brought up to date with `cargo build`. Panics, saying how to build
+/// it, when it is missing.
 pub fn agenttier_binary() -> PathBuf {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(locate).clone()
@@ -47,7 +48,9 @@ fn locate() -> PathBuf {
         None => {
             let exe = std::env::current_exe().expect("the test executable's path");
             let deps = exe.parent().expect("the test executable's directory");
-            deps.parent().unwrap_or(deps).join("agenttier")
+            let profile_dir = deps.parent().unwrap_or(deps);
+            build(profile_dir);
+            profile_dir.join("agenttier")
         }
     };
     if !path.is_file() {
@@ -58,6 +61,57 @@ fn locate() -> PathBuf {
         );
     }
     path
+}
+
+/// Builds `agenttier` into `profile_dir` (a no-op when it is fresh).
+///
+/// `cargo test --workspace` builds another package's binaries only for that
+/// package's own integration tests, so without this a test run would
+/// silently use whatever `agenttier` an earlier `cargo build` left behind.
+/// Cargo does not hold its build lock while tests run, so this cannot
+/// deadlock. Skipped (the binary is used as found) when the layout is not
+/// `<target-dir>/<profile>/deps`, e.g. with `--target <triple>`.
+fn build(profile_dir: &Path) {
+    let Some(target_dir) = profile_dir
+        .parent()
+        .filter(|t| t.join("CACHEDIR.TAG").is_file())
+    else {
+        return;
+    };
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev",
+        Some(other) => other,
+        None => return,
+    };
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(&cargo)
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "agenttier-cli",
+            "--bin",
+            "agenttier",
+            "--profile",
+            profile,
+        ])
+        .arg("--target-dir")
+        .arg(target_dir)
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("running {cargo:?} to build agenttier: {e}; or set {BINARY_ENV}")
+        });
+    if !out.status.success() {
+        panic!(
+            "`cargo build -p agenttier-cli` failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 /// A fresh random admin key, in the format the router mints.
@@ -79,7 +133,13 @@ impl Proc {
     /// Starts `agenttier <args>` with `env` (and no other `AGENTTIER_*`
     /// variable from the test's environment). When `listens`, waits for the
     /// `listening on` line. `log_dir` holds the log, named after `name`.
-    pub fn start(name: &str, args: &[String], env: &[(String, String)], log_dir: &Path, listens: bool) -> Self {
+    pub fn start(
+        name: &str,
+        args: &[String],
+        env: &[(String, String)],
+        log_dir: &Path,
+        listens: bool,
+    ) -> Self {
         let log = log_dir.join(format!("{name}.log"));
         let (child, addr) = spawn(name, args, env, &log, listens);
         Self {
@@ -94,7 +154,10 @@ impl Proc {
 
     /// `http://ADDR` it listens on (servers that listen only).
     pub fn url(&self) -> String {
-        let addr = self.addr.as_deref().unwrap_or_else(|| panic!("{} does not listen", self.name));
+        let addr = self
+            .addr
+            .as_deref()
+            .unwrap_or_else(|| panic!("{} does not listen", self.name));
         format!("http://{addr}")
     }
 
@@ -125,7 +188,10 @@ impl Proc {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        eprintln!("{} did not exit within {TERM_TIMEOUT:?} of SIGTERM; killing it", self.name);
+        eprintln!(
+            "{} did not exit within {TERM_TIMEOUT:?} of SIGTERM; killing it",
+            self.name
+        );
         self.kill();
     }
 
@@ -139,7 +205,13 @@ impl Proc {
     /// (a listening server may come back on another port).
     pub fn restart(&mut self) {
         self.terminate();
-        let (child, addr) = spawn(&self.name, &self.args, &self.env, &self.log, self.addr.is_some());
+        let (child, addr) = spawn(
+            &self.name,
+            &self.args,
+            &self.env,
+            &self.log,
+            self.addr.is_some(),
+        );
         self.child = child;
         self.addr = addr;
     }
@@ -150,7 +222,11 @@ impl Proc {
         let log = self.log();
         let lines: Vec<&str> = log.lines().collect();
         let from = lines.len().saturating_sub(LOG_TAIL_LINES);
-        eprintln!("----- {} log (last {} lines) -----", self.name, lines.len() - from);
+        eprintln!(
+            "----- {} log (last {} lines) -----",
+            self.name,
+            lines.len() - from
+        );
         for line in &lines[from..] {
             eprintln!("{line}");
         }
@@ -166,7 +242,13 @@ impl Drop for Proc {
     }
 }
 
-fn spawn(name: &str, args: &[String], env: &[(String, String)], log: &Path, listens: bool) -> (Child, Option<String>) {
+fn spawn(
+    name: &str,
+    args: &[String],
+    env: &[(String, String)],
+    log: &Path,
+    listens: bool,
+) -> (Child, Option<String>) {
     let stderr = OpenOptions::new()
         .create(true)
         .append(true)
@@ -182,6 +264,8 @@ fn spawn(name: &str, args: &[String], env: &[(String, String)], log: &Path, list
             cmd.env_remove(k);
         }
     }
+    // Plain logs: they are read by people in a failed test's output.
+    cmd.env("NO_COLOR", "1");
     cmd.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     let mut child = cmd
         .spawn()
@@ -280,7 +364,8 @@ impl Dirs {
             .expect("create a temp dir for the system");
         let d = Self { root };
         for sub in ["manifests", "logs", "data"] {
-            std::fs::create_dir_all(d.root.path().join(sub)).expect("create the system's directories");
+            std::fs::create_dir_all(d.root.path().join(sub))
+                .expect("create the system's directories");
         }
         std::fs::write(d.manifests().join("harness.yaml"), MANIFESTS).expect("write the manifests");
         d
@@ -325,7 +410,11 @@ impl Embedded {
         ];
         let env = vec![("AGENTTIER_BOOTSTRAP_API_KEY".to_string(), key.clone())];
         let proc = Proc::start("up", &args, &env, &dirs.logs(), true);
-        Self { proc, key, _dirs: dirs }
+        Self {
+            proc,
+            key,
+            _dirs: dirs,
+        }
     }
 
     pub fn url(&self) -> String {

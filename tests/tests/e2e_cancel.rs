@@ -9,7 +9,9 @@ use agenttier_tests::process::{System, processes_with};
 use agenttier_tests::wait_for;
 use serde_json::json;
 
-agenttier_tests::e2e_scenarios!(cancel_from_other_router_ends_stream_with_canceled_and_kills_the_tree);
+agenttier_tests::e2e_scenarios!(
+    cancel_from_other_router_ends_stream_with_canceled_and_kills_the_tree
+);
 
 /// Ignores SIGTERM, leaves an orphaned grandchild (which ignores it too),
 /// says `ready`, and sleeps. Forks keep the argv, so every process of the
@@ -29,7 +31,9 @@ time.sleep(300)
 /// SIGTERM, 10 s, SIGKILL, with room for a slow machine.
 const CANCEL_BOUND: Duration = Duration::from_secs(15);
 
-async fn cancel_from_other_router_ends_stream_with_canceled_and_kills_the_tree(sys: &mut dyn System) {
+async fn cancel_from_other_router_ends_stream_with_canceled_and_kills_the_tree(
+    sys: &mut dyn System,
+) {
     let (a, b) = router_pair(sys);
     let name = "cancel-agent";
     let marker = format!("cancel-marker-{:016x}", rand::random::<u64>());
@@ -45,23 +49,45 @@ async fn cancel_from_other_router_ends_stream_with_canceled_and_kills_the_tree(s
 
     let mut stream = a.invoke_stream(name, "", &[]).await.stream();
     let start = stream.until("start").await;
-    let invoke_id = start.data["invokeId"].as_str().unwrap_or_default().to_string();
+    let invoke_id = start.data["invokeId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let ready = stream.until("log").await;
     assert_eq!(ready.data["data"], "ready", "{:?}", stream.seen);
     let before = processes_with(&marker);
-    assert!(before.len() >= 2, "the run and its orphaned grandchild are on the host: {before:?}");
+    assert!(
+        before.len() >= 2,
+        "the run and its orphaned grandchild are on the host: {before:?}"
+    );
 
     b.cancel(name, Some(&invoke_id)).await.expect(204);
     let exit = tokio::time::timeout(CANCEL_BOUND, stream.until("exit"))
         .await
-        .unwrap_or_else(|_| panic!("no exit within {CANCEL_BOUND:?} of cancel; saw {:?}", stream.seen));
+        .unwrap_or_else(|_| {
+            panic!(
+                "no exit within {CANCEL_BOUND:?} of cancel; saw {:?}",
+                stream.seen
+            )
+        });
     assert_eq!(exit.data["reason"], "canceled", "{:?}", exit.data);
     assert_eq!(exit.data["exitCode"], -1, "{:?}", exit.data);
     assert_eq!(exit.data["invokeId"], invoke_id.as_str());
-    assert!(stream.next().await.is_none(), "the stream ends after exit: {:?}", stream.seen);
+    assert!(
+        stream.next().await.is_none(),
+        "the stream ends after exit: {:?}",
+        stream.seen
+    );
 
-    let gone = wait_for(Duration::from_secs(3), || async { processes_with(&marker).is_empty() }).await;
-    assert!(gone, "processes of the canceled run still alive: {:?}", processes_with(&marker));
+    let gone = wait_for(Duration::from_secs(3), || async {
+        processes_with(&marker).is_empty()
+    })
+    .await;
+    assert!(
+        gone,
+        "processes of the canceled run still alive: {:?}",
+        processes_with(&marker)
+    );
 
     // Cancel again (either router): still 204. Unknown: 404. No id: 400.
     a.cancel(name, Some(&invoke_id)).await.expect(204);

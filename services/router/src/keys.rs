@@ -92,7 +92,10 @@ fn refuse_scopes(body: &CreateBody) -> Result<(), ApiError> {
         Some(Value::String(s)) => !s.is_empty(),
         Some(_) => true,
     };
-    for (field, v) in [("sandboxId", &body.sandbox_id), ("actionGroups", &body.action_groups)] {
+    for (field, v) in [
+        ("sandboxId", &body.sandbox_id),
+        ("actionGroups", &body.action_groups),
+    ] {
         if set(v) {
             return Err(ApiError::InvalidRequest(format!(
                 "{field}: scoped API keys are not supported by this server"
@@ -318,12 +321,15 @@ mod tests {
     fn scoped_key_requests_are_refused_not_ignored() {
         let body: CreateBody =
             serde_json::from_value(json!({"sandboxId": "demo"})).unwrap_or_default();
-        assert!(matches!(refuse_scopes(&body), Err(ApiError::InvalidRequest(m)) if m.starts_with("sandboxId")));
+        assert!(
+            matches!(refuse_scopes(&body), Err(ApiError::InvalidRequest(m)) if m.starts_with("sandboxId"))
+        );
         let body: CreateBody =
             serde_json::from_value(json!({"actionGroups": ["invoke"]})).unwrap_or_default();
         assert!(refuse_scopes(&body).is_err());
         let body: CreateBody =
-            serde_json::from_value(json!({"actionGroups": [], "sandboxId": null})).unwrap_or_default();
+            serde_json::from_value(json!({"actionGroups": [], "sandboxId": null}))
+                .unwrap_or_default();
         assert!(refuse_scopes(&body).is_ok());
     }
 }

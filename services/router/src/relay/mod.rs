@@ -350,7 +350,9 @@ impl Run {
             kind: EventKind::Exit(ExitData {
                 invoke_id: invoke_id.clone(),
                 exit_code: -1,
-                duration_ms: started_at.map(|s| now_unix_ms().saturating_sub(s)).unwrap_or(0),
+                duration_ms: started_at
+                    .map(|s| now_unix_ms().saturating_sub(s))
+                    .unwrap_or(0),
                 reason: ExitReason::Error,
                 cause: Some("router_shutdown".into()),
                 message: Some(format!(

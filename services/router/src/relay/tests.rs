@@ -237,7 +237,11 @@ async fn attached_is_published_while_relaying_and_shutdown_ends_the_stream() {
     }
     token.cancel();
     let got = drain(rx).await;
-    assert_eq!(seqs(&got), vec![0], "the exit repeats the last id delivered");
+    assert_eq!(
+        seqs(&got),
+        vec![0],
+        "the exit repeats the last id delivered"
+    );
     match &got[0].kind {
         EventKind::Exit(d) => assert_eq!(d.cause.as_deref(), Some("router_shutdown")),
         other => panic!("{other:?}"),
