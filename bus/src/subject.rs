@@ -109,6 +109,11 @@ impl Subjects {
         format!("{}.cfg.{configure_id}.events", self.prefix)
     }
 
+    /// `<p>.cfg.<id>.replay`: the retained events of one configure after a `seq`.
+    pub fn configure_replay(&self, configure_id: &str) -> String {
+        format!("{}.cfg.{configure_id}.replay", self.prefix)
+    }
+
     /// `<p>.cfg.<id>.upload`: acknowledged file chunks of one configure.
     pub fn configure_upload(&self, configure_id: &str) -> String {
         format!("{}.cfg.{configure_id}.upload", self.prefix)

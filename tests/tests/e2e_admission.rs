@@ -6,8 +6,9 @@ use std::io::{Read as _, Write as _};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use agenttier_tests::client::{Client, Reply, finish, router_pair};
+use agenttier_tests::client::{Client, Reply, Streamed, finish, router_pair};
 use agenttier_tests::process::{System, random_api_key};
+use agenttier_tests::wait_for;
 use serde_json::json;
 
 agenttier_tests::e2e_scenarios!(every_status_of_the_check_order, cap_is_exact_across_routers);
@@ -76,7 +77,6 @@ async fn refused(
 }
 
 async fn every_status_of_the_check_order(sys: &mut dyn System) {
-    let t0 = Instant::now();
     let (c, _) = router_pair(sys);
     for (name, template) in [
         ("chk-agent", "langgraph-agent"),
@@ -90,7 +90,6 @@ async fn every_status_of_the_check_order(sys: &mut dyn System) {
         c.wait_running(name).await;
     }
 
-    eprintln!("T1 {:?}", t0.elapsed());
     // 401 comes first, even for a sandbox that does not exist.
     let anon = c.with_key(None);
     for name in ["chk-agent", "chk-nope"] {
@@ -108,7 +107,6 @@ async fn every_status_of_the_check_order(sys: &mut dyn System) {
     );
     assert_eq!(r.header("content-type"), Some("application/json"));
 
-    eprintln!("T2 {:?}", t0.elapsed());
     // 404: unknown, or another user's (before the mode check).
     assert_eq!(refused(&c, "chk-nope", "x", &[]).await.status, 404);
     let user_b = c.with_key(Some(&c.mint_user_key("user-b", "b@example.com").await));
@@ -130,7 +128,6 @@ async fn every_status_of_the_check_order(sys: &mut dyn System) {
         assert_eq!(r.status, 404, "user-b configuring {name}");
     }
 
-    eprintln!("T3 {:?}", t0.elapsed());
     // 400: a code-mode sandbox, for invoke and configure.
     let r = refused(&c, "chk-code", "x", &[]).await;
     assert_eq!(r.status, 400, "{r:?}");
@@ -142,7 +139,6 @@ async fn every_status_of_the_check_order(sys: &mut dyn System) {
     assert_eq!(r.status, 400, "{r:?}");
     assert!(r.message().contains("mode: agent"), "{r:?}");
 
-    eprintln!("T4 {:?}", t0.elapsed());
     // 409: stopped (before 424: chk-stop has no entrypoint either).
     let r = c.stop("chk-stop").await.expect(200);
     assert_eq!(r.body, json!({"status": "stopping"}));
@@ -154,14 +150,18 @@ async fn every_status_of_the_check_order(sys: &mut dyn System) {
         .refused();
     assert_eq!(r.status, 409, "{r:?}");
 
-    eprintln!("T5 {:?}", t0.elapsed());
+    // Resumed, it is Running again (and still unconfigured: 424 below).
+    let r = c.resume("chk-stop").await.expect(200);
+    assert_eq!(r.body, json!({"status": "resuming"}));
+    c.wait_running("chk-stop").await;
+    assert_eq!(refused(&c, "chk-stop", "x", &[]).await.status, 424);
+
     // 424: no entrypoint yet.
     let r = refused(&c, "chk-agent", "x", &[]).await;
     assert_eq!(r.status, 424, "{r:?}");
     assert!(!r.error().is_empty(), "{r:?}");
     assert!(r.message().contains("POST /configure"), "{r:?}");
 
-    eprintln!("T6 {:?}", t0.elapsed());
     // Configure keeps every path inside /workspace and names the bad entry.
     for bad in [
         "/etc/evil.txt",
@@ -177,7 +177,6 @@ async fn every_status_of_the_check_order(sys: &mut dyn System) {
         );
     }
 
-    eprintln!("T7 {:?}", t0.elapsed());
     // prompt= appends --prompt=<text>, and is the stdin when the body is empty.
     let echo = r#"for a in "$@"; do echo "argv=$a"; done; echo "stdin=$(cat)""#;
     c.configure(
@@ -197,18 +196,15 @@ async fn every_status_of_the_check_order(sys: &mut dyn System) {
     let inv = c.invoke("chk-agent", "just stdin", &[]).await;
     assert_eq!(inv.lines("stdout"), ["stdin=just stdin"]);
 
-    eprintln!("T8 {:?}", t0.elapsed());
     // 400: an invalid timeout.
     let r = refused(&c, "chk-agent", "x", &[("timeout", "abc")]).await;
     assert_eq!(r.status, 400, "{r:?}");
 
-    eprintln!("T9 {:?}", t0.elapsed());
     // 413: one byte over 16 MiB, before anything runs.
     let r = refused(&c, "chk-agent", vec![b'a'; 16 * MIB + 1], &[]).await;
     assert_eq!(r.status, 413, "{r:?}");
     assert_eq!(r.header("content-type"), Some("application/json"));
 
-    eprintln!("T10 {:?}", t0.elapsed());
     // The limit itself is allowed, and stdin arrives intact.
     let stdin = urandom(16 * MIB);
     let want = format!("{}  -", host_sha256(&stdin));
@@ -218,7 +214,6 @@ async fn every_status_of_the_check_order(sys: &mut dyn System) {
     let inv = c.invoke("chk-agent", stdin, &[]).await;
     assert_eq!(inv.lines("stdout"), [want], "{:?}", inv.events);
 
-    eprintln!("T11 {:?}", t0.elapsed());
     // 429 with two long invokes running; it comes before 413.
     c.configure("chk-capped", &json!({"entrypoint": ["sleep", "5"]}))
         .await;
@@ -242,7 +237,19 @@ async fn every_status_of_the_check_order(sys: &mut dyn System) {
         );
     }
 
-    eprintln!("T12 {:?}", t0.elapsed());
+    // A deleted sandbox goes away.
+    c.delete("chk-code").await.expect(204);
+    let gone = wait_for(Duration::from_secs(30), || async {
+        c.get_sandbox("chk-code").await.status == 404
+    })
+    .await;
+    assert!(
+        gone,
+        "deleted sandbox still there: {:?}",
+        c.get_sandbox("chk-code").await
+    );
+    assert_eq!(refused(&c, "chk-code", "x", &[]).await.status, 404);
+
     // timeout= lowers the limit: a 5 s run stopped after 1 s.
     let t = Instant::now();
     let inv = c.invoke("chk-capped", "", &[("timeout", "1s")]).await;
@@ -268,8 +275,8 @@ async fn cap_is_exact_across_routers(sys: &mut dyn System) {
             let c = if i % 2 == 0 { a.clone() } else { b.clone() };
             tokio::spawn(async move {
                 match c.invoke_stream(name, "", &[]).await {
-                    agenttier_tests::client::Streamed::Stream(s) => Ok(finish(s).await),
-                    agenttier_tests::client::Streamed::Refused(r) => Err(r),
+                    Streamed::Stream(s) => Ok(finish(s).await),
+                    Streamed::Refused(r) => Err(r),
                 }
             })
         })

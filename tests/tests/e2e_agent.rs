@@ -230,11 +230,13 @@ async fn configure_is_idempotent_and_a_failed_install_keeps_the_entrypoint(sys: 
         "install log holds the last install's output: {:?}",
         log.body
     );
-    // Last, so that everything above is checked even when this fails.
-    let error = failed.event("error");
-    assert_eq!(
-        error.data["phase"], "install",
-        "a failed install is an error of phase install: {:?}",
-        error.data
+    // An install that ran and failed is reported by `installExitCode` alone:
+    // the v0.8 SDK raises on an `error` event without reading `result`, so
+    // its CLI could not exit 1 with the install's exit code (SPEC §2.3,
+    // "compatible"). `error` is for an install that could not run at all.
+    assert!(
+        failed.events.iter().all(|e| e.event != "error"),
+        "a failed install ends with result, not error: {:?}",
+        failed.events
     );
 }

@@ -37,6 +37,44 @@ pub struct ConfigureRequest {
     pub hash: String,
 }
 
+/// The configure limits (SPEC §2.3); beyond them is 413, decided by the
+/// sandbox's actor in check order (after mode and phase).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConfigureLimits {
+    pub files: usize,
+    pub file_bytes: u64,
+    pub total_bytes: u64,
+}
+
+pub const CONFIGURE_LIMITS: ConfigureLimits = ConfigureLimits {
+    files: 200,
+    file_bytes: 32 * 1024 * 1024,
+    total_bytes: 128 * 1024 * 1024,
+};
+
+impl ConfigureLimits {
+    /// Why `files` is too large, if it is.
+    pub fn check(&self, files: &[FileMeta]) -> Result<(), String> {
+        if files.len() > self.files {
+            return Err(format!("{} files; at most {} per configure", files.len(), self.files));
+        }
+        let mut total = 0u64;
+        for (i, f) in files.iter().enumerate() {
+            if f.size > self.file_bytes {
+                return Err(format!(
+                    "files[{i}] ({:?}) is {} bytes; at most {} per file",
+                    f.path, f.size, self.file_bytes
+                ));
+            }
+            total += f.size;
+        }
+        if total > self.total_bytes {
+            return Err(format!("the files add up to {total} bytes; at most {}", self.total_bytes));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ConfigureAccepted {
@@ -77,6 +115,27 @@ pub fn configure_hash<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn metas(sizes: &[u64]) -> Vec<FileMeta> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, s)| FileMeta { path: format!("/workspace/{i}"), size: *s, mode: None })
+            .collect()
+    }
+
+    #[test]
+    fn limits_count_files_sizes_and_total() {
+        let small = ConfigureLimits { files: 3, file_bytes: 8, total_bytes: 12 };
+        assert!(small.check(&metas(&[0, 0, 0, 0])).is_err());
+        assert!(small.check(&metas(&[0, 0, 0])).is_ok());
+        let e = small.check(&metas(&[1, 9])).unwrap_err();
+        assert!(e.starts_with("files[1] (\"/workspace/1\")"), "{e}");
+        assert!(small.check(&metas(&[8])).is_ok());
+        assert!(small.check(&metas(&[8, 5])).is_err());
+        assert!(small.check(&metas(&[8, 4])).is_ok());
+        assert_eq!(CONFIGURE_LIMITS.files, 200);
+    }
 
     #[test]
     fn hash_is_order_independent_and_separated() {

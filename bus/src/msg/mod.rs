@@ -9,7 +9,10 @@ mod control;
 mod event;
 mod invoke;
 
-pub use configure::{ConfigureAccepted, ConfigureRequest, FileMeta, UploadAck, configure_hash};
+pub use configure::{
+    CONFIGURE_LIMITS, ConfigureAccepted, ConfigureLimits, ConfigureRequest, FileMeta, UploadAck,
+    configure_hash,
+};
 pub use control::{CancelRequest, Heartbeat, LifecycleEvent, SimpleRequest, StatusReply};
 pub use event::{Event, EventKind, ExitData, ExitReason, GapData, LogData, StartData};
 pub use invoke::{InvokeAccepted, InvokeRequest, ReplayReply, ReplayRequest, StdinAck};
@@ -72,6 +75,15 @@ impl Rejection {
 
     pub fn not_found() -> Self {
         Self::new(404, "not_found").message("sandbox not found")
+    }
+
+    /// 400 for agent-mode operations (`what`: configure, invoke) on a sandbox
+    /// in mode: code.
+    pub fn wrong_mode(what: &str) -> Self {
+        Self::new(400, "invalid_mode").message(format!(
+            "{what} needs a sandbox in mode: agent; this sandbox is in mode: code. \
+             Use POST /sandboxes/{{id}}/exec and the files API instead"
+        ))
     }
 }
 

@@ -166,8 +166,8 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
     let subjects = Subjects::default();
     // Validate everything before serving anything.
     agenttier_controller::load_templates(args.controller.manifests.as_deref())?;
-    let listener = bind(args.listen).await?;
     bootstrap_admin(store.as_ref(), args.bootstrap_api_key.as_deref(), &data_dir).await?;
+    let listener = bind(args.listen).await?;
 
     let state = agenttier_router::AppState {
         bus: bus.clone(),

@@ -39,6 +39,8 @@ pub struct RunPlan {
 #[derive(Debug, Clone)]
 pub struct ConfigurePlan {
     pub skipped: bool,
+    /// Fires when the sandbox stops or goes away mid-install.
+    pub cancel: CancellationToken,
     /// Each file's path under the workspace, validated.
     pub paths: Vec<std::path::PathBuf>,
     pub network: bool,
@@ -65,7 +67,8 @@ pub struct SandboxActor {
     phase: Phase,
     dirs: Dirs,
     agent: AgentState,
-    configuring: bool,
+    /// The cancel token of the configure that is installing, if any.
+    configuring: Option<CancellationToken>,
     running: HashMap<String, Running>,
     recent: VecDeque<Finished>,
     /// Called with the new `agentConfigure` whenever it changes.
@@ -89,7 +92,7 @@ impl SandboxActor {
             phase,
             dirs,
             agent,
-            configuring: false,
+            configuring: None,
             running: HashMap::new(),
             recent: VecDeque::new(),
             on_configured,
@@ -125,10 +128,7 @@ impl SandboxActor {
             return Err(Rejection::not_found());
         }
         if self.record.mode != Mode::Agent {
-            return Err(Rejection::new(400, "invalid_mode").message(format!(
-                "{what} needs a sandbox in mode: agent; this sandbox is in mode: code. \
-                 Use POST /sandboxes/{{id}}/exec and the files API instead"
-            )));
+            return Err(Rejection::wrong_mode(what));
         }
         if self.phase != Phase::Running {
             return Err(Rejection::new(409, "invalid_phase")
@@ -156,6 +156,9 @@ impl SandboxActor {
         for r in self.running.values() {
             r.cancel.cancel();
         }
+        if let Some(c) = &self.configuring {
+            c.cancel();
+        }
     }
 }
 
@@ -181,7 +184,7 @@ impl Handler<Admit> for SandboxActor {
 
     fn handle(&mut self, m: Admit, _: &mut Context<Self>) -> Self::Result {
         self.check_common(&m.caller, "invoke")?;
-        if self.configuring {
+        if self.configuring.is_some() {
             return Err(Rejection::new(409, "configure_in_progress")
                 .message("a configure is installing; retry when it finishes")
                 .retry_after(2));
@@ -301,6 +304,7 @@ pub struct BeginConfigure {
     pub files: Vec<agenttier_bus::msg::FileMeta>,
     pub hash: String,
     pub entrypoint: Option<Vec<String>>,
+    pub env: Option<BTreeMap<String, String>>,
 }
 
 impl Handler<BeginConfigure> for SandboxActor {
@@ -308,25 +312,38 @@ impl Handler<BeginConfigure> for SandboxActor {
 
     fn handle(&mut self, m: BeginConfigure, _: &mut Context<Self>) -> Self::Result {
         self.check_common(&m.caller, "configure")?;
-        if self.configuring {
+        if self.configuring.is_some() {
             return Err(Rejection::new(409, "configure_in_progress")
                 .message("another configure is running")
                 .retry_after(2));
         }
+        agenttier_bus::msg::CONFIGURE_LIMITS
+            .check(&m.files)
+            .map_err(|why| Rejection::new(413, "payload_too_large").message(why))?;
         let paths = crate::configure::validate_files(&self.dirs.workspace(), &m.files)
             .map_err(|why| Rejection::new(400, "invalid_path").message(why))?;
         let skipped = self.agent.hash.as_deref() == Some(m.hash.as_str());
+        let cancel = CancellationToken::new();
         if skipped {
-            // Nothing is written or run; a new entrypoint still takes effect.
-            if let Some(ep) = m.entrypoint.filter(|e| *e != self.agent.entrypoint.clone().unwrap_or_default()) {
+            // Nothing is written or run; a new entrypoint or env still takes effect.
+            let ep = m.entrypoint.filter(|e| Some(e) != self.agent.entrypoint.as_ref());
+            let env = m.env.filter(|e| *e != self.agent.env);
+            let changed = ep.is_some() || env.is_some();
+            if let Some(ep) = ep {
                 self.agent.entrypoint = Some(ep);
+            }
+            if let Some(env) = env {
+                self.agent.env = env;
+            }
+            if changed {
                 self.persist();
             }
         } else {
-            self.configuring = true;
+            self.configuring = Some(cancel.clone());
         }
         Ok(ConfigurePlan {
             skipped,
+            cancel,
             paths,
             network: self.record.network.allow_egress,
             env: self.env(),
@@ -351,7 +368,7 @@ impl Handler<EndConfigure> for SandboxActor {
     type Result = MessageResult<EndConfigure>;
 
     fn handle(&mut self, m: EndConfigure, _: &mut Context<Self>) -> Self::Result {
-        self.configuring = false;
+        self.configuring = None;
         let ok = m.files_ok && m.install_exit_code.is_none_or(|c| c == 0);
         self.agent.last_configured_at = Some(now_rfc3339());
         self.agent.last_hash = m.hash.clone();
@@ -491,7 +508,7 @@ impl Handler<Query> for SandboxActor {
     }
 }
 
-/// Whether the actor still runs anything (for shutdown and delete).
+/// How many runs and installs the actor still has (for shutdown and delete).
 #[derive(Message)]
 #[rtype(result = "usize")]
 pub struct Inflight;
@@ -500,7 +517,7 @@ impl Handler<Inflight> for SandboxActor {
     type Result = usize;
 
     fn handle(&mut self, _: Inflight, _: &mut Context<Self>) -> usize {
-        self.running.len()
+        self.running.len() + usize::from(self.configuring.is_some())
     }
 }
 

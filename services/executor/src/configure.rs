@@ -172,6 +172,7 @@ pub async fn run_install(
     argv: &[String],
     env: &std::collections::BTreeMap<String, String>,
     network: bool,
+    cancel: CancellationToken,
     log: &EventLog,
 ) -> (i32, Option<String>, Vec<u8>) {
     let workspace = dirs.workspace();
@@ -188,7 +189,7 @@ pub async fn run_install(
         timeout: INSTALL_TIMEOUT,
         idle_timeout: None,
         max_output_bytes: 256 * 1024 * 1024,
-        cancel: CancellationToken::new(),
+        cancel,
         abandoned: CancellationToken::new(),
     };
     let out = run(rt, &spec, rx, &limits, log, true).await;

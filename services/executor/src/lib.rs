@@ -88,6 +88,45 @@ impl Node {
         listener::write_phase(self.store.as_ref(), ns, name, phase).await;
     }
 
+    /// Marks the sandbox `Error` with a message saying why.
+    async fn set_error(&self, sbx: &Sandbox, message: String) {
+        let key = Sandbox::key(&sbx.namespace, &sbx.name);
+        let r = store::modify::<Sandbox, _>(self.store.as_ref(), &key, |s| {
+            let changed = s.status.phase != Phase::Error || s.status.message != message;
+            s.status.phase = Phase::Error;
+            s.status.message = message.clone();
+            changed
+        })
+        .await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "recording the error of {key} failed");
+        }
+    }
+
+    /// Records activity on the sandbox, at most once a minute (a store write
+    /// per invoke would cost more than the invoke).
+    pub fn touch(self: &Arc<Self>, sbx: &Hosted) {
+        use std::sync::atomic::Ordering;
+        let now = now_unix_ms();
+        let last = sbx.last_touch_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < 60_000
+            || sbx
+                .last_touch_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let (store, key) = (self.store.clone(), Sandbox::key(&sbx.namespace, &sbx.name));
+        tokio::spawn(async move {
+            let _ = store::modify::<Sandbox, _>(store.as_ref(), &key, |s| {
+                s.status.last_activity_at = Some(now_rfc3339());
+                true
+            })
+            .await;
+        });
+    }
+
     /// Publishes a lifecycle event on `events.<ns>.<name>`.
     pub async fn lifecycle(
         &self,
@@ -252,6 +291,7 @@ async fn reconcile(
     let dirs = Dirs::new(&node.data_dir, &sbx.namespace, &sbx.name);
     if let Err(e) = dirs.create() {
         tracing::error!(error = %e, sandbox = %key, "cannot create workspace");
+        node.set_error(&sbx, format!("cannot create the workspace: {e}")).await;
         return;
     }
     let store = node.store.clone();
@@ -280,6 +320,7 @@ async fn reconcile(
         name: sbx.name.clone(),
         dirs,
         handle: Handle::new(addr),
+        last_touch_ms: Default::default(),
     });
     let sub = match node
         .bus
@@ -288,7 +329,10 @@ async fn reconcile(
     {
         Ok(s) => s,
         Err(e) => {
-            tracing::error!(error = %e, sandbox = %key, "cannot subscribe; will retry");
+            // The actor goes with its last address; the next change of the
+            // record (or a resume) tries again.
+            tracing::error!(error = %e, sandbox = %key, "cannot subscribe");
+            node.set_error(&sbx, format!("cannot subscribe to its subjects: {e}")).await;
             return;
         }
     };

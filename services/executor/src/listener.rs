@@ -33,6 +33,8 @@ pub struct Hosted {
     pub name: String,
     pub dirs: Dirs,
     pub handle: Handle,
+    /// When `lastActivityAt` was last written (Unix ms).
+    pub last_touch_ms: std::sync::atomic::AtomicU64,
 }
 
 pub async fn serve(node: Arc<Node>, sbx: Arc<Hosted>, mut sub: Subscription, stop: CancellationToken) {
@@ -162,6 +164,7 @@ async fn invoke(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
 
     let accepted = InvokeAccepted { invoke_id: id.clone(), started_at: plan.started_at };
     reply(&node, &msg, Ok(accepted)).await;
+    node.touch(&sbx);
     node.lifecycle(&sbx, "AgentInvokeStarted", &req.caller.sub, Some(&id), serde_json::json!({})).await;
 
     tokio::spawn(async move {
@@ -252,6 +255,7 @@ async fn configure(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
         files: req.files.clone(),
         hash: req.hash.clone(),
         entrypoint: req.entrypoint.clone(),
+        env: req.env.clone(),
     };
     let plan = match flatten(sbx.handle.ask(begin).await) {
         Ok(p) => p,
@@ -263,12 +267,32 @@ async fn configure(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
         }
     };
     let log = EventLog::new(bus.clone(), node.subjects.configure_events(&req.configure_id));
+    let done = CancellationToken::new();
+    if let Err(e) = log.serve_replay(node.subjects.configure_replay(&req.configure_id), done.clone()).await {
+        tracing::warn!(error = %e, "replay unavailable for {}", req.configure_id);
+    }
     reply(&node, &msg, Ok(ConfigureAccepted { skipped: plan.skipped })).await;
+    // Events stay replayable for the retention period after the end.
+    let done = done.drop_guard();
     if plan.skipped {
         log.emit(EventKind::Result(result_json(&plan.current, true))).await;
         return;
     }
     tokio::spawn(async move {
+        let _done = done;
+        // Liveness for the router while files upload and the install runs.
+        let beating = CancellationToken::new();
+        let _stop_beating = beating.clone().drop_guard();
+        let beat_log = log.clone();
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = beating.cancelled() => return,
+                    _ = t.tick() => beat_log.heartbeat().await,
+                }
+            }
+        });
         let staging = sbx.dirs.staging(&req.configure_id);
         let workspace = sbx.dirs.workspace();
         let mut files_ok = true;
@@ -287,6 +311,9 @@ async fn configure(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
             }
             Err(why) => {
                 files_ok = false;
+                // Not an install result, but a failure all the same: clients
+                // that only read `installExitCode` must not see success.
+                install_exit_code = Some(-1);
                 log.emit(EventKind::Error(serde_json::json!({"phase": "files", "message": why}))).await;
             }
         }
@@ -294,7 +321,8 @@ async fn configure(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
             configure::say(&log, format!("[configure] running install: {}", configure::render_argv(install))).await;
             let mut env = plan.env.clone();
             env.extend(req.env.clone().unwrap_or_default());
-            let (code, why, output) = configure::run_install(&node.runtime, &sbx.dirs, install, &env, plan.network, &log).await;
+            let (code, why, output) =
+                configure::run_install(&node.runtime, &sbx.dirs, install, &env, plan.network, plan.cancel.clone(), &log).await;
             if let Err(e) = sbx.dirs.write_install_log(&output) {
                 tracing::warn!(error = %e, "writing install log failed");
             }

@@ -3,8 +3,8 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use agenttier_bus::model::{Phase, Sandbox};
-use agenttier_bus::msg::Reply;
+use agenttier_bus::model::{Mode, Phase, Sandbox};
+use agenttier_bus::msg::{Rejection, Reply};
 use agenttier_bus::request_json;
 use agenttier_bus::subject::Verb;
 
@@ -39,6 +39,11 @@ pub(crate) async fn ask<Req: Serialize, T: DeserializeOwned>(
     req: &Req,
     serving: &[Phase],
 ) -> Result<T, ApiError> {
+    // With no actor to ask (sandbox not placed, executor down), the mode
+    // check still comes before the phase check.
+    if sbx.mode == Mode::Code && matches!(verb, Verb::Invoke | Verb::Configure) {
+        return Err(ApiError::Rejected(Rejection::wrong_mode(verb.as_str())));
+    }
     let subject = ctx.subjects.sandbox(&sbx.namespace, &sbx.name, verb);
     let reply: Reply<T> = request_json(ctx.bus.as_ref(), subject, req, ctx.config.request_timeout)
         .await

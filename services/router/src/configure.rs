@@ -17,7 +17,8 @@ use serde_json::Value;
 
 use agenttier_bus::Headers;
 use agenttier_bus::msg::{
-    CHUNK_BYTES, ConfigureAccepted, ConfigureRequest, FILE_HEADER, FileMeta, OFFSET_HEADER,
+    CHUNK_BYTES, CONFIGURE_LIMITS, ConfigureAccepted, ConfigureRequest, FILE_HEADER, FileMeta,
+    OFFSET_HEADER,
     SimpleRequest, UploadAck, configure_hash,
 };
 use agenttier_bus::subject::Verb;
@@ -30,22 +31,11 @@ use crate::relay::{Kind, Relay};
 use crate::resolve::{NsQuery, resolve};
 use crate::{ApiError, Ctx, new_id};
 
-/// The SPEC's configure limits; beyond them is 413.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Limits {
-    pub files: usize,
-    pub file_bytes: u64,
-    pub total_bytes: u64,
-}
-
-pub(crate) const LIMITS: Limits = Limits {
-    files: 200,
-    file_bytes: 32 * 1024 * 1024,
-    total_bytes: 128 * 1024 * 1024,
-};
-
-/// The JSON body may carry 128 MiB as base64 (4/3 larger) plus paths and argv.
-pub(crate) const BODY_LIMIT: usize = (LIMITS.total_bytes as usize / 3) * 4 + 4 * 1024 * 1024;
+/// The JSON body may carry 128 MiB as base64 (4/3 larger) plus paths and
+/// argv. The SPEC's limits (files, per file, total) are the actor's to
+/// answer, in check order.
+pub(crate) const BODY_LIMIT: usize =
+    (CONFIGURE_LIMITS.total_bytes as usize / 3) * 4 + 4 * 1024 * 1024;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -75,10 +65,6 @@ pub(crate) struct Prepared {
     pub hash: String,
 }
 
-fn too_large(m: String) -> ApiError {
-    ApiError::PayloadTooLarge(Some(m))
-}
-
 fn parse_mode(v: &Value) -> Option<u32> {
     match v {
         Value::Number(n) => n.as_u64().and_then(|m| u32::try_from(m).ok()),
@@ -91,20 +77,9 @@ fn parse_mode(v: &Value) -> Option<u32> {
     .filter(|m| *m <= 0o7777)
 }
 
-/// Checks shapes and limits, decodes, and hashes as the SPEC says (over the
+/// Checks shapes, decodes, and hashes as the SPEC says (over the
 /// `contentBase64` text when given, else `content`).
-pub(crate) fn prepare(
-    files: Vec<FileBody>,
-    install: &[String],
-    limits: Limits,
-) -> Result<Prepared, ApiError> {
-    if files.len() > limits.files {
-        return Err(too_large(format!(
-            "{} files; at most {} per configure",
-            files.len(),
-            limits.files
-        )));
-    }
+pub(crate) fn prepare(files: Vec<FileBody>, install: &[String]) -> Result<Prepared, ApiError> {
     let hash = configure_hash(
         install,
         files.iter().map(|f| {
@@ -118,7 +93,6 @@ pub(crate) fn prepare(
     );
     let mut metas = Vec::with_capacity(files.len());
     let mut bodies = Vec::with_capacity(files.len());
-    let mut total = 0u64;
     for (i, f) in files.into_iter().enumerate() {
         let name = format!("files[{i}] ({:?})", f.path);
         let mode = match &f.mode {
@@ -131,12 +105,6 @@ pub(crate) fn prepare(
         let bytes = match (f.content, f.content_base64) {
             (Some(text), None) => Bytes::from(text.into_bytes()),
             (None, Some(b64)) => {
-                if (b64.len() as u64 / 4) * 3 > limits.file_bytes + 3 {
-                    return Err(too_large(format!(
-                        "{name} is larger than {} bytes",
-                        limits.file_bytes
-                    )));
-                }
                 let decoded = STANDARD
                     .decode(b64.as_bytes())
                     .or_else(|_| STANDARD.decode(b64.split_ascii_whitespace().collect::<String>()))
@@ -154,19 +122,6 @@ pub(crate) fn prepare(
             }
         };
         let size = bytes.len() as u64;
-        if size > limits.file_bytes {
-            return Err(too_large(format!(
-                "{name} is {size} bytes; at most {} per file",
-                limits.file_bytes
-            )));
-        }
-        total += size;
-        if total > limits.total_bytes {
-            return Err(too_large(format!(
-                "the files add up to more than {} bytes",
-                limits.total_bytes
-            )));
-        }
         metas.push(FileMeta {
             path: f.path,
             size,
@@ -203,7 +158,7 @@ pub(crate) async fn configure(
         metas,
         bodies,
         hash,
-    } = prepare(body.files, &install, LIMITS)?;
+    } = prepare(body.files, &install)?;
     let configure_id = new_id("cfg-");
     let events = ctx
         .bus
@@ -222,17 +177,14 @@ pub(crate) async fn configure(
     let accepted: ConfigureAccepted = ask(&ctx, &sbx, Verb::Configure, &req, RUNNING).await?;
     tracing::info!(namespace = %sbx.namespace, name = %sbx.name, %configure_id, skipped = accepted.skipped, "configure accepted");
     if !accepted.skipped {
-        tokio::spawn(upload(ctx.clone(), configure_id, bodies));
+        tokio::spawn(upload(ctx.clone(), configure_id.clone(), bodies));
     }
     let relay = Relay {
         bus: ctx.bus.clone(),
         kind: Kind::Configure {
-            status: ctx
-                .subjects
-                .sandbox(&sbx.namespace, &sbx.name, Verb::Status),
-            caller,
+            replay: ctx.subjects.configure_replay(&configure_id),
         },
-        liveness: ctx.config.configure_probe_interval,
+        liveness: ctx.config.liveness_timeout,
         attach_interval: ctx.config.attach_interval,
         shutdown: ctx.shutdown.clone(),
     };
@@ -316,7 +268,6 @@ mod tests {
                 {"path":"/workspace/a.py","content":"print(1)\n","mode":"0755"}
             ])),
             &["pip".into(), "install".into()],
-            LIMITS,
         )
         .unwrap_or_else(|e| panic!("{e:?}"));
         let want = configure_hash(
@@ -339,58 +290,23 @@ mod tests {
                 json!([{"path":"/workspace/ok","content":""},{"path":"/workspace/x","content":"a","contentBase64":"YQ=="}]),
             ),
             &[],
-            LIMITS,
         ));
         assert!(m.starts_with("files[1] (\"/workspace/x\")"), "{m}");
         let m = bad_request(prepare(
             files(json!([{"path":"/workspace/y"}])),
             &[],
-            LIMITS,
         ));
         assert!(m.starts_with("files[0]"), "{m}");
         let m = bad_request(prepare(
             files(json!([{"path":"/workspace/z","contentBase64":"!!"}])),
             &[],
-            LIMITS,
         ));
         assert!(m.contains("not valid base64"), "{m}");
     }
 
-    const SMALL: Limits = Limits {
-        files: 3,
-        file_bytes: 8,
-        total_bytes: 12,
-    };
-
-    fn too_large(v: Value) -> bool {
-        matches!(
-            prepare(files(v), &[], SMALL),
-            Err(ApiError::PayloadTooLarge(_))
-        )
-    }
-
     #[test]
-    fn limits_are_413() {
-        let many: Vec<Value> = (0..4)
-            .map(|i| json!({"path": format!("/workspace/{i}"), "content": ""}))
-            .collect();
-        assert!(too_large(Value::Array(many)));
-        assert!(too_large(json!([{"path":"/w/a","content":"123456789"}])));
-        // 9 bytes decoded from base64 is over, 8 is not.
-        assert!(too_large(
-            json!([{"path":"/w/a","contentBase64":"MTIzNDU2Nzg5"}])
-        ));
-        assert!(!too_large(
-            json!([{"path":"/w/a","contentBase64":"MTIzNDU2Nzg="}])
-        ));
-        assert!(too_large(
-            json!([{"path":"/w/a","content":"12345678"},{"path":"/w/b","content":"12345"}])
-        ));
-        assert!(!too_large(
-            json!([{"path":"/w/a","content":"12345678"},{"path":"/w/b","content":"1234"}])
-        ));
-        assert_eq!(LIMITS.files, 200);
-        assert!(BODY_LIMIT > (LIMITS.total_bytes as usize) * 4 / 3);
+    fn the_body_limit_fits_the_largest_configure_as_base64() {
+        assert!(BODY_LIMIT > (CONFIGURE_LIMITS.total_bytes as usize) * 4 / 3);
     }
 
     #[test]

@@ -251,6 +251,22 @@ pub(crate) async fn events(
             )
         })?,
     };
+    // Only an invoke of this sandbox that the caller may see: the actor knows
+    // which (running and recently finished); invoke ids alone are no capability.
+    let list: serde_json::Value = ask(
+        &ctx,
+        &sbx,
+        Verb::Invokes,
+        &SimpleRequest { caller: caller.clone() },
+        RUNNING_OR_STOPPED,
+    )
+    .await?;
+    let known = list["invokes"]
+        .as_array()
+        .is_some_and(|l| l.iter().any(|i| i["invokeId"] == invoke_id.as_str()));
+    if !known {
+        return Err(invoke_not_found());
+    }
     let sub = ctx
         .bus
         .subscribe(ctx.subjects.invoke_events(&invoke_id))

@@ -56,8 +56,6 @@ pub struct Config {
     pub attach_interval: Duration,
     /// SSE keepalive comment interval.
     pub keepalive_interval: Duration,
-    /// Silence on a configure stream after which the actor is probed.
-    pub configure_probe_interval: Duration,
     /// How long an API-key lookup is cached (revocation takes at most this).
     pub key_cache_ttl: Duration,
 }
@@ -71,7 +69,6 @@ impl Default for Config {
             liveness_timeout: Duration::from_secs(3),
             attach_interval: Duration::from_secs(5),
             keepalive_interval: Duration::from_secs(15),
-            configure_probe_interval: Duration::from_secs(15),
             key_cache_ttl: Duration::from_secs(2),
         }
     }

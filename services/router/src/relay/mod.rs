@@ -6,8 +6,8 @@
 //!   no longer has becomes one `gap` event, never a silent hole.
 //! - Liveness: after `liveness` without any message (heartbeats included) the
 //!   relay asks for a replay; when nobody answers it the stream ends with a
-//!   synthesized `exit` (`reason: error`, `cause: executor_lost`). Configure
-//!   has no replay subject, so its liveness probe is the actor's `status`.
+//!   synthesized `exit` (`reason: error`, `cause: executor_lost`); a
+//!   configure ends with an `error` event instead.
 //! - Attachment: an invoke relay publishes `inv.<id>.attached` every
 //!   `attach_interval` so the executor knows a client still listens.
 //! - It ends after the terminal event, when the client leaves, or on shutdown.
@@ -23,9 +23,9 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use agenttier_bus::model::{Principal, now_unix_ms};
+use agenttier_bus::model::now_unix_ms;
 use agenttier_bus::msg::{
-    Event, EventKind, ExitData, ExitReason, Rejection, ReplayReply, ReplayRequest, SimpleRequest,
+    Event, EventKind, ExitData, ExitReason, Rejection, ReplayReply, ReplayRequest,
 };
 use agenttier_bus::{Bus, Headers, Message, Subscription};
 
@@ -48,9 +48,8 @@ pub(crate) enum Kind {
         started_at: Option<u64>,
     },
     Configure {
-        /// `sbx.<ns>.<name>.status`.
-        status: String,
-        caller: Principal,
+        /// `cfg.<id>.replay`.
+        replay: String,
     },
 }
 
@@ -222,12 +221,10 @@ impl Run {
     }
 
     async fn fetch_replay(&self) -> Option<ReplayReply> {
-        let Kind::Invoke {
+        let (Kind::Invoke {
             replay: subject, ..
-        } = &self.relay.kind
-        else {
-            return None;
-        };
+        }
+        | Kind::Configure { replay: subject }) = &self.relay.kind;
         match replay(
             self.relay.bus.as_ref(),
             subject,
@@ -294,39 +291,16 @@ impl Run {
 
     /// Nothing heard for a while: is anyone still there? `Ok(false)` ends.
     async fn on_silence(&mut self) -> Step<bool> {
-        match &self.relay.kind {
-            Kind::Invoke { .. } => {
-                let Some(r) = self.fetch_replay().await else {
-                    self.lost().await?;
-                    return Ok(false);
-                };
-                let finished = r.finished;
-                self.apply_replay(r).await?;
-                if finished {
-                    self.finish().await?;
-                }
-                Ok(!self.seq.done())
-            }
-            Kind::Configure { status, caller } => {
-                let req = SimpleRequest {
-                    caller: caller.clone(),
-                };
-                let r: Result<serde_json::Value, _> = agenttier_bus::request_json(
-                    self.relay.bus.as_ref(),
-                    status.clone(),
-                    &req,
-                    self.relay.liveness,
-                )
-                .await;
-                match r {
-                    Err(agenttier_bus::Error::NoResponders) => {
-                        self.lost().await?;
-                        Ok(false)
-                    }
-                    _ => Ok(true),
-                }
-            }
+        let Some(r) = self.fetch_replay().await else {
+            self.lost().await?;
+            return Ok(false);
+        };
+        let finished = r.finished;
+        self.apply_replay(r).await?;
+        if finished {
+            self.finish().await?;
         }
+        Ok(!self.seq.done())
     }
 
     /// The router is shutting down. An invoke stream still ends with an

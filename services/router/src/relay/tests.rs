@@ -259,8 +259,7 @@ async fn configure_streams_end_with_an_error_when_the_actor_is_gone() {
     let relay = Relay {
         bus: Arc::new(bus.clone()),
         kind: Kind::Configure {
-            status: s.sandbox("default", "demo", agenttier_bus::subject::Verb::Status),
-            caller: Principal::default(),
+            replay: s.configure_replay("cfg-1"),
         },
         liveness: Duration::from_millis(100),
         attach_interval: Duration::from_secs(5),

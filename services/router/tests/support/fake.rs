@@ -26,6 +26,8 @@ struct Fake {
     bus: memory::Bus,
     s: Subjects,
     cancels: Arc<Mutex<HashMap<String, oneshot::Sender<()>>>>,
+    /// Every invoke id admitted, for `invokes` (which resume asks first).
+    invokes: Arc<Mutex<Vec<String>>>,
 }
 
 /// Answers every request to `<ns>/<name>` until the bus goes away.
@@ -39,6 +41,7 @@ pub async fn spawn(bus: memory::Bus, ns: &str, name: &str) {
         bus,
         s,
         cancels: Default::default(),
+        invokes: Default::default(),
     };
     tokio::spawn(async move {
         while let Some(m) = sub.next().await {
@@ -148,6 +151,12 @@ impl Fake {
                 let _ = respond_json(&self.bus, &m, &reply).await;
             }
             "configure" => self.configure(m).await,
+            "invokes" => {
+                let ids = self.invokes.lock().expect("invokes").clone();
+                let list: Vec<_> = ids.iter().map(|id| json!({"invokeId": id})).collect();
+                let reply: Reply<serde_json::Value> = Reply::Ok(json!({ "invokes": list }));
+                let _ = respond_json(&self.bus, &m, &reply).await;
+            }
             _ => {
                 let reply: Reply<serde_json::Value> = Reply::Ok(json!({"verb": verb}));
                 let _ = respond_json(&self.bus, &m, &reply).await;
@@ -188,6 +197,7 @@ impl Fake {
                     .expect("stdin"),
             );
         }
+        self.invokes.lock().expect("invokes").push(id.clone());
         let (cancel_tx, mut cancel_rx) = oneshot::channel();
         self.cancels
             .lock()
@@ -249,6 +259,13 @@ impl Fake {
             .subscribe(self.s.configure_upload(&req.configure_id))
             .await
             .expect("upload sub");
+        let log = Log {
+            bus: self.bus.clone(),
+            subject: self.s.configure_events(&req.configure_id),
+            events: Default::default(),
+        };
+        log.serve_replay(self.s.configure_replay(&req.configure_id))
+            .await;
         let _ = respond_json(
             &self.bus,
             &m,
@@ -283,11 +300,6 @@ impl Fake {
             };
             let _ = respond_json(&self.bus, &chunk, &ack).await;
         }
-        let log = Log {
-            bus: self.bus.clone(),
-            subject: self.s.configure_events(&req.configure_id),
-            events: Default::default(),
-        };
         for (f, body) in req.files.iter().zip(&got) {
             let n = body.as_ref().map(Vec::len).unwrap_or(0);
             let first = body.as_ref().and_then(|b| b.first().copied()).unwrap_or(0);
