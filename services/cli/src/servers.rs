@@ -175,28 +175,25 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
         subjects: subjects.clone(),
         config: Default::default(),
     };
-    let stop_all = shutdown.clone();
-    let controller = tokio::spawn(agenttier_controller::run(
-        args.controller,
-        bus.clone(),
-        store.clone(),
-        subjects.clone(),
-        shutdown.child_token(),
-    ));
-    let executor = tokio::spawn(agenttier_executor::run(
-        args.executor,
-        bus.clone(),
-        store.clone(),
-        subjects,
-        shutdown.child_token(),
-    ));
-    let router = agenttier_router::serve(listener, state, shutdown.child_token());
-    let result: anyhow::Result<()> = tokio::select! {
-        r = router => r.map_err(Into::into),
-        r = controller => r.map_err(anyhow::Error::from).and_then(|r| r.map_err(Into::into)),
-        r = executor => r.map_err(anyhow::Error::from).and_then(|r| r.map_err(Into::into)),
-    };
-    stop_all.cancel();
+    // Every part runs until the shutdown signal; when one ends early (an
+    // error), the others are stopped too. Each finishes its own shutdown.
+    let mut parts = tokio::task::JoinSet::new();
+    let (b, st, sj, t) = (bus.clone(), store.clone(), subjects.clone(), shutdown.clone());
+    let controller = args.controller;
+    parts.spawn(async move { Ok::<_, anyhow::Error>(agenttier_controller::run(controller, b, st, sj, t).await?) });
+    let (b, st, t) = (bus.clone(), store.clone(), shutdown.clone());
+    let executor = args.executor;
+    parts.spawn(async move { Ok(agenttier_executor::run(executor, b, st, subjects, t).await?) });
+    let t = shutdown.clone();
+    parts.spawn(async move { Ok(agenttier_router::serve(listener, state, t).await?) });
+    let mut result = Ok(());
+    while let Some(done) = parts.join_next().await {
+        let r = done.map_err(anyhow::Error::from).and_then(|r| r);
+        if r.is_err() && result.is_ok() {
+            result = r;
+        }
+        shutdown.cancel();
+    }
     result
 }
 
