@@ -166,6 +166,12 @@ pub async fn request_json<Req: Serialize, Resp: DeserializeOwned>(
     reply.json()
 }
 
+/// Publishes `body` as JSON on `subject`.
+pub async fn publish_json<T: Serialize>(bus: &dyn Bus, subject: String, body: &T) -> Result<()> {
+    let payload = Bytes::from(serde_json::to_vec(body)?);
+    bus.publish(subject, json_headers(), payload).await
+}
+
 /// Answers a request with a JSON body; a message without a reply subject is
 /// ignored (it was published, not requested).
 pub async fn respond_json<T: Serialize>(bus: &dyn Bus, msg: &Message, body: &T) -> Result<()> {

@@ -56,3 +56,18 @@ pub struct LifecycleEvent {
     #[serde(default)]
     pub details: serde_json::Value,
 }
+
+impl LifecycleEvent {
+    /// An event happening now.
+    pub fn now(event_type: &str, namespace: &str, sandbox_name: &str, actor: &str) -> Self {
+        Self {
+            timestamp: crate::model::now_rfc3339(),
+            event_type: event_type.to_string(),
+            namespace: namespace.to_string(),
+            sandbox_name: sandbox_name.to_string(),
+            actor: actor.to_string(),
+            invoke_id: None,
+            details: serde_json::Value::Object(Default::default()),
+        }
+    }
+}

@@ -137,17 +137,12 @@ impl Node {
         details: serde_json::Value,
     ) {
         let ev = LifecycleEvent {
-            timestamp: now_rfc3339(),
-            event_type: event_type.to_string(),
-            namespace: sbx.namespace.clone(),
-            sandbox_name: sbx.name.clone(),
-            actor: actor.to_string(),
             invoke_id: invoke_id.map(str::to_string),
             details,
+            ..LifecycleEvent::now(event_type, &sbx.namespace, &sbx.name, actor)
         };
         let subject = self.subjects.sandbox_events(&sbx.namespace, &sbx.name);
-        let payload = bytes::Bytes::from(serde_json::to_vec(&ev).unwrap_or_default());
-        let _ = self.bus.publish(subject, Headers::new(), payload).await;
+        let _ = agenttier_bus::publish_json(self.bus.as_ref(), subject, &ev).await;
     }
 }
 
@@ -364,4 +359,7 @@ async fn finalize_delete(node: Arc<Node>, sbx: Sandbox, entry: Option<Entry>) {
     if let Err(e) = node.store.delete(&key).await {
         tracing::error!(error = %e, "deleting record {key} failed");
     }
+    let ev = LifecycleEvent::now("SandboxDeleted", &sbx.namespace, &sbx.name, "");
+    let subject = node.subjects.sandbox_events(&sbx.namespace, &sbx.name);
+    let _ = agenttier_bus::publish_json(node.bus.as_ref(), subject, &ev).await;
 }

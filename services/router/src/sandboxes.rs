@@ -12,7 +12,7 @@ use agenttier_bus::model::{
     Mode, Owner, Phase, Principal, Sandbox, SandboxStatus, Template, TemplateRef, is_dns_label,
     now_rfc3339,
 };
-use agenttier_bus::msg::SimpleRequest;
+use agenttier_bus::msg::{LifecycleEvent, SimpleRequest};
 use agenttier_bus::store::{self, get_json, to_bytes};
 use agenttier_bus::subject::Verb;
 
@@ -175,6 +175,14 @@ pub(crate) async fn create(
         Err(e) => return Err(e.into()),
     }
     tracing::info!(%namespace, %name, template = %record.template_ref.name, "sandbox created");
+    let ev = LifecycleEvent {
+        details: json!({"template": record.template_ref.name, "mode": record.mode}),
+        ..LifecycleEvent::now("SandboxCreated", &namespace, &name, &caller.sub)
+    };
+    let subject = ctx.subjects.sandbox_events(&namespace, &name);
+    if let Err(e) = agenttier_bus::publish_json(ctx.bus.as_ref(), subject, &ev).await {
+        tracing::warn!(error = %e, "publishing SandboxCreated failed");
+    }
     Ok((
         StatusCode::CREATED,
         axum::Json(json!({
