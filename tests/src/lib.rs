@@ -1,5 +1,5 @@
 //! `agenttier-tests`: the harness for tests that run real things — a real
-//! `nats-server`, and (to come) the `agenttier` binary as separate processes.
+//! `nats-server`, and the `agenttier` binary as separate processes.
 //!
 //! The tests themselves live in `tests/*.rs`; this library holds only what
 //! several of them share: the [`NatsServer`] guard and small async helpers.

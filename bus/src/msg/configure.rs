@@ -56,7 +56,11 @@ impl ConfigureLimits {
     /// Why `files` is too large, if it is.
     pub fn check(&self, files: &[FileMeta]) -> Result<(), String> {
         if files.len() > self.files {
-            return Err(format!("{} files; at most {} per configure", files.len(), self.files));
+            return Err(format!(
+                "{} files; at most {} per configure",
+                files.len(),
+                self.files
+            ));
         }
         let mut total = 0u64;
         for (i, f) in files.iter().enumerate() {
@@ -69,7 +73,10 @@ impl ConfigureLimits {
             total += f.size;
         }
         if total > self.total_bytes {
-            return Err(format!("the files add up to {total} bytes; at most {}", self.total_bytes));
+            return Err(format!(
+                "the files add up to {total} bytes; at most {}",
+                self.total_bytes
+            ));
         }
         Ok(())
     }
@@ -120,13 +127,21 @@ mod tests {
         sizes
             .iter()
             .enumerate()
-            .map(|(i, s)| FileMeta { path: format!("/workspace/{i}"), size: *s, mode: None })
+            .map(|(i, s)| FileMeta {
+                path: format!("/workspace/{i}"),
+                size: *s,
+                mode: None,
+            })
             .collect()
     }
 
     #[test]
     fn limits_count_files_sizes_and_total() {
-        let small = ConfigureLimits { files: 3, file_bytes: 8, total_bytes: 12 };
+        let small = ConfigureLimits {
+            files: 3,
+            file_bytes: 8,
+            total_bytes: 12,
+        };
         assert!(small.check(&metas(&[0, 0, 0, 0])).is_err());
         assert!(small.check(&metas(&[0, 0, 0])).is_ok());
         let e = small.check(&metas(&[1, 9])).unwrap_err();

@@ -10,7 +10,11 @@ mod servers;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "agenttier", version, about = "Isolated, long-lived sandboxes for agents and humans")]
+#[command(
+    name = "agenttier",
+    version,
+    about = "Isolated, long-lived sandboxes for agents and humans"
+)]
 struct Cli {
     /// Log filter (`info`, `agenttier_router=debug`, ...).
     #[arg(long, env = "AGENTTIER_LOG", default_value = "info", global = true)]
@@ -37,7 +41,9 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
         .with_writer(std::io::stderr)
         .init();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let shutdown = servers::shutdown_on_signals();
         match cli.command {

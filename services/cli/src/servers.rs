@@ -73,7 +73,10 @@ pub fn shutdown_on_signals() -> CancellationToken {
     let t = token.clone();
     tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
             return;
         };
         for n in 0..2 {
@@ -102,7 +105,10 @@ fn admin() -> Principal {
     }
 }
 
-async fn connect(args: &NatsArgs, name: &str) -> anyhow::Result<(Arc<dyn Bus>, Arc<dyn Store>, Subjects)> {
+async fn connect(
+    args: &NatsArgs,
+    name: &str,
+) -> anyhow::Result<(Arc<dyn Bus>, Arc<dyn Store>, Subjects)> {
     let opts = nats::ConnectOptions {
         name: name.into(),
         ..Default::default()
@@ -113,7 +119,11 @@ async fn connect(args: &NatsArgs, name: &str) -> anyhow::Result<(Arc<dyn Bus>, A
     let store = NatsKvStore::open(bus.client().clone(), &args.kv_bucket)
         .await
         .with_context(|| format!("opening JetStream KV bucket {:?}", args.kv_bucket))?;
-    Ok((Arc::new(bus), Arc::new(store), Subjects::new(args.subject_prefix.clone())))
+    Ok((
+        Arc::new(bus),
+        Arc::new(store),
+        Subjects::new(args.subject_prefix.clone()),
+    ))
 }
 
 async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
@@ -127,7 +137,11 @@ async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
 
 /// The admin key of `agenttier up`: the given one, or one made on first
 /// start, printed once and kept (mode 0600) in the data directory.
-async fn bootstrap_admin(store: &dyn Store, given: Option<&str>, data_dir: &Path) -> anyhow::Result<()> {
+async fn bootstrap_admin(
+    store: &dyn Store,
+    given: Option<&str>,
+    data_dir: &Path,
+) -> anyhow::Result<()> {
     if let Some(key) = given {
         agenttier_router::ensure_api_key(store, key, admin(), "bootstrap").await?;
         return Ok(());
@@ -140,7 +154,10 @@ async fn bootstrap_admin(store: &dyn Store, given: Option<&str>, data_dir: &Path
     let key = agenttier_router::generate_api_key();
     agenttier_router::ensure_api_key(store, &key, admin(), "admin").await?;
     write_private(&file, &format!("{key}\n"))?;
-    println!("agenttier: created an admin API key (shown once; also saved to {}):", file.display());
+    println!(
+        "agenttier: created an admin API key (shown once; also saved to {}):",
+        file.display()
+    );
     println!("  export AGENTTIER_API_KEY={key}");
     Ok(())
 }
@@ -160,7 +177,8 @@ fn write_private(path: &PathBuf, text: &str) -> anyhow::Result<()> {
 
 pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let data_dir = args.executor.data_dir.clone();
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
     let store: Arc<dyn Store> = Arc::new(FileStore::open(&data_dir.join("state.redb"))?);
     let bus: Arc<dyn Bus> = Arc::new(memory::Bus::new());
     let subjects = Subjects::default();
@@ -178,9 +196,16 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
     // Every part runs until the shutdown signal; when one ends early (an
     // error), the others are stopped too. Each finishes its own shutdown.
     let mut parts = tokio::task::JoinSet::new();
-    let (b, st, sj, t) = (bus.clone(), store.clone(), subjects.clone(), shutdown.clone());
+    let (b, st, sj, t) = (
+        bus.clone(),
+        store.clone(),
+        subjects.clone(),
+        shutdown.clone(),
+    );
     let controller = args.controller;
-    parts.spawn(async move { Ok::<_, anyhow::Error>(agenttier_controller::run(controller, b, st, sj, t).await?) });
+    parts.spawn(async move {
+        Ok::<_, anyhow::Error>(agenttier_controller::run(controller, b, st, sj, t).await?)
+    });
     let (b, st, t) = (bus.clone(), store.clone(), shutdown.clone());
     let executor = args.executor;
     parts.spawn(async move { Ok(agenttier_executor::run(executor, b, st, subjects, t).await?) });

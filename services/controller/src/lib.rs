@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use agenttier_bus::Bus;
 use agenttier_bus::model::{Template, builtin_templates};
 use agenttier_bus::store::{self, Store};
 use agenttier_bus::subject::Subjects;
-use agenttier_bus::Bus;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -95,8 +95,16 @@ mod tests {
         .unwrap();
         std::fs::write(d.path().join("notes.txt"), "ignored").unwrap();
         let ts = load_templates(Some(d.path())).unwrap();
-        assert_eq!(ts.iter().filter(|t| t.metadata.name == "python-agent").count(), 1);
-        let py = ts.iter().find(|t| t.metadata.name == "python-agent").unwrap();
+        assert_eq!(
+            ts.iter()
+                .filter(|t| t.metadata.name == "python-agent")
+                .count(),
+            1
+        );
+        let py = ts
+            .iter()
+            .find(|t| t.metadata.name == "python-agent")
+            .unwrap();
         assert_eq!(py.spec.description, "mine");
         let capped = ts.iter().find(|t| t.metadata.name == "capped").unwrap();
         assert_eq!(capped.spec.agent.max_concurrent_invokes(), 2);

@@ -6,11 +6,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use agenttier_bus::Bus;
 use agenttier_bus::model::{Phase, Sandbox};
 use agenttier_bus::msg::Heartbeat;
 use agenttier_bus::store::{self, Store, WatchEvent};
 use agenttier_bus::subject::Subjects;
-use agenttier_bus::Bus;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
@@ -108,7 +108,9 @@ async fn place_pending(store: &dyn Store, view: &mut View, window: Duration) {
             }
             continue;
         }
-        let Some(node) = view.pick(window) else { return };
+        let Some(node) = view.pick(window) else {
+            return;
+        };
         let placed = store::modify::<Sandbox, _>(store, &key, |s| {
             if s.status.node.is_some() {
                 return false;
@@ -140,12 +142,15 @@ mod tests {
         assert_eq!(v.pick(Duration::from_secs(3)), None);
         v.nodes.insert("a".into(), Instant::now());
         v.nodes.insert("b".into(), Instant::now());
-        v.sandboxes.insert("s1".into(), (Some("a".into()), Phase::Running));
+        v.sandboxes
+            .insert("s1".into(), (Some("a".into()), Phase::Running));
         assert_eq!(v.pick(Duration::from_secs(3)).as_deref(), Some("b"));
-        v.sandboxes.insert("s2".into(), (Some("b".into()), Phase::Running));
+        v.sandboxes
+            .insert("s2".into(), (Some("b".into()), Phase::Running));
         assert_eq!(v.pick(Duration::from_secs(3)).as_deref(), Some("a"));
         // A silent node is not live.
-        v.nodes.insert("c".into(), Instant::now() - Duration::from_secs(10));
+        v.nodes
+            .insert("c".into(), Instant::now() - Duration::from_secs(10));
         assert_ne!(v.pick(Duration::from_secs(3)).as_deref(), Some("c"));
     }
 }

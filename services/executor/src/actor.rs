@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use agenttier_bus::model::{AgentConfigure, Mode, Phase, Principal, Sandbox, now_rfc3339, now_unix_ms};
+use agenttier_bus::model::{
+    AgentConfigure, Mode, Phase, Principal, Sandbox, now_rfc3339, now_unix_ms,
+};
 use agenttier_bus::msg::{ExitReason, Rejection};
 use tokio_util::sync::CancellationToken;
 
@@ -114,7 +116,11 @@ impl SandboxActor {
         AgentConfigure {
             last_configured_at: self.agent.last_configured_at.clone().unwrap_or_default(),
             // The hash of the configuration in force; the exit code of the last attempt.
-            install_command_hash: self.agent.hash.clone().unwrap_or_else(|| self.agent.last_hash.clone()),
+            install_command_hash: self
+                .agent
+                .hash
+                .clone()
+                .unwrap_or_else(|| self.agent.last_hash.clone()),
             entrypoint: self.entrypoint().unwrap_or_default(),
             install_exit_code: self.agent.install_exit_code.unwrap_or(0),
             max_concurrent_invokes: self.limit(),
@@ -326,7 +332,9 @@ impl Handler<BeginConfigure> for SandboxActor {
         let cancel = CancellationToken::new();
         if skipped {
             // Nothing is written or run; a new entrypoint or env still takes effect.
-            let ep = m.entrypoint.filter(|e| Some(e) != self.agent.entrypoint.as_ref());
+            let ep = m
+                .entrypoint
+                .filter(|e| Some(e) != self.agent.entrypoint.as_ref());
             let env = m.env.filter(|e| *e != self.agent.env);
             let changed = ep.is_some() || env.is_some();
             if let Some(ep) = ep {
@@ -479,7 +487,10 @@ impl Handler<Query> for SandboxActor {
         Ok(match q {
             Query::InstallLog(_) => serde_json::json!({ "log": self.dirs.read_install_log() }),
             Query::Invokes(c) => {
-                let running = self.running.iter().map(|(id, r)| (id, &r.owner, r.started_at, "running"));
+                let running = self
+                    .running
+                    .iter()
+                    .map(|(id, r)| (id, &r.owner, r.started_at, "running"));
                 let done = self.recent.iter().rev().map(|f| {
                     let state = match f.reason {
                         ExitReason::Completed => "completed",

@@ -4,9 +4,7 @@
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
-use agenttier_bus::msg::{
-    EventKind, FILE_HEADER, FileMeta, LogData, OFFSET_HEADER, UploadAck,
-};
+use agenttier_bus::msg::{EventKind, FILE_HEADER, FileMeta, LogData, OFFSET_HEADER, UploadAck};
 use agenttier_bus::{Bus, Subscription};
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
@@ -14,8 +12,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::events::EventLog;
-use crate::runtime::{Runtime, Spec, WORKSPACE};
 use crate::run::{Limits, run};
+use crate::runtime::{Runtime, Spec, WORKSPACE};
 use crate::state::Dirs;
 
 /// A stalled upload fails after this long without a chunk.
@@ -58,10 +56,16 @@ pub fn check_in_workspace(workspace: &Path, rel: &Path) -> Result<(), String> {
         match std::fs::symlink_metadata(&at) {
             Err(_) => return Ok(()),
             Ok(m) if m.file_type().is_symlink() && !last => {
-                return Err(format!("goes through the symlink {}", shown(workspace, &at)));
+                return Err(format!(
+                    "goes through the symlink {}",
+                    shown(workspace, &at)
+                ));
             }
             Ok(m) if !last && !m.is_dir() => {
-                return Err(format!("{} is a file, not a directory", shown(workspace, &at)));
+                return Err(format!(
+                    "{} is a file, not a directory",
+                    shown(workspace, &at)
+                ));
             }
             Ok(m) if last && m.is_dir() => return Err("is an existing directory".into()),
             Ok(_) => {}
@@ -111,13 +115,24 @@ pub async fn receive(
             Ok(None) => return Err("upload subscription ended".into()),
             Err(_) => return Err("upload stalled: no data for 30 s".into()),
         };
-        let index: usize = msg.headers.get(FILE_HEADER).and_then(|v| v.parse().ok()).unwrap_or(usize::MAX);
-        let offset: u64 = msg.headers.get(OFFSET_HEADER).and_then(|v| v.parse().ok()).unwrap_or(u64::MAX);
+        let index: usize = msg
+            .headers
+            .get(FILE_HEADER)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(usize::MAX);
+        let offset: u64 = msg
+            .headers
+            .get(OFFSET_HEADER)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(u64::MAX);
         let Some(meta) = files.get(index) else {
             return Err(format!("chunk for unknown file index {index}"));
         };
         if offset != got[index] || got[index] + msg.payload.len() as u64 > meta.size {
-            return Err(format!("chunk for {} at offset {offset} does not follow {}", meta.path, got[index]));
+            return Err(format!(
+                "chunk for {} at offset {offset} does not follow {}",
+                meta.path, got[index]
+            ));
         }
         if handles[index].is_none() {
             let f = tokio::fs::File::create(staging.join(index.to_string()))
@@ -126,11 +141,20 @@ pub async fn receive(
             handles[index] = Some(f);
         }
         if let Some(f) = handles[index].as_mut() {
-            f.write_all(&msg.payload).await.map_err(|e| format!("staging {}: {e}", meta.path))?;
+            f.write_all(&msg.payload)
+                .await
+                .map_err(|e| format!("staging {}: {e}", meta.path))?;
         }
         got[index] += msg.payload.len() as u64;
         seen[index] = true;
-        let _ = agenttier_bus::respond_json(bus, &msg, &UploadAck { received: got[index] }).await;
+        let _ = agenttier_bus::respond_json(
+            bus,
+            &msg,
+            &UploadAck {
+                received: got[index],
+            },
+        )
+        .await;
     }
     for f in handles.iter_mut().flatten() {
         f.flush().await.map_err(|e| format!("staging: {e}"))?;
@@ -157,8 +181,11 @@ pub fn install_files(
         // that nothing swapped one for a symlink in between.
         check_in_workspace(workspace, rel).map_err(bad)?;
         let src = staging.join(i.to_string());
-        std::fs::set_permissions(&src, std::fs::Permissions::from_mode(meta.mode.unwrap_or(0o644) & 0o7777))
-            .map_err(|e| bad(e.to_string()))?;
+        std::fs::set_permissions(
+            &src,
+            std::fs::Permissions::from_mode(meta.mode.unwrap_or(0o644) & 0o7777),
+        )
+        .map_err(|e| bad(e.to_string()))?;
         std::fs::rename(&src, &target).map_err(|e| bad(e.to_string()))?;
     }
     Ok(())
@@ -209,7 +236,10 @@ pub async fn say(log: &EventLog, line: String) {
 pub fn render_argv(argv: &[String]) -> String {
     argv.iter()
         .map(|a| {
-            if !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:@%+,".contains(c)) {
+            if !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:@%+,".contains(c))
+            {
                 a.clone()
             } else {
                 format!("'{}'", a.replace('\'', r"'\''"))
@@ -225,8 +255,14 @@ mod tests {
 
     #[test]
     fn paths_are_confined() {
-        assert_eq!(relative_path("/workspace/agent.py").unwrap(), PathBuf::from("agent.py"));
-        assert_eq!(relative_path("/workspace/a/./b").unwrap(), PathBuf::from("a/b"));
+        assert_eq!(
+            relative_path("/workspace/agent.py").unwrap(),
+            PathBuf::from("agent.py")
+        );
+        assert_eq!(
+            relative_path("/workspace/a/./b").unwrap(),
+            PathBuf::from("a/b")
+        );
         for bad in [
             "agent.py",
             "/etc/passwd",
@@ -259,7 +295,12 @@ mod tests {
 
     #[test]
     fn argv_renders_like_a_shell() {
-        let a = ["pip".to_string(), "install".into(), "-r".into(), "/workspace/req s.txt".into()];
+        let a = [
+            "pip".to_string(),
+            "install".into(),
+            "-r".into(),
+            "/workspace/req s.txt".into(),
+        ];
         assert_eq!(render_argv(&a), "pip install -r '/workspace/req s.txt'");
     }
 }

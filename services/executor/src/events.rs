@@ -98,7 +98,9 @@ impl EventLog {
         let mut events = Vec::new();
         let mut bytes = 0;
         for (e, n) in r.events.iter().filter(|(e, _)| e.seq > req.after) {
-            if events.len() >= req.limit.max(1) as usize || bytes + n > REPLY_BYTES && !events.is_empty() {
+            if events.len() >= req.limit.max(1) as usize
+                || bytes + n > REPLY_BYTES && !events.is_empty()
+            {
                 break;
             }
             bytes += n;

@@ -286,7 +286,8 @@ async fn reconcile(
     let dirs = Dirs::new(&node.data_dir, &sbx.namespace, &sbx.name);
     if let Err(e) = dirs.create() {
         tracing::error!(error = %e, sandbox = %key, "cannot create workspace");
-        node.set_error(&sbx, format!("cannot create the workspace: {e}")).await;
+        node.set_error(&sbx, format!("cannot create the workspace: {e}"))
+            .await;
         return;
     }
     let store = node.store.clone();
@@ -296,12 +297,13 @@ async fn reconcile(
         Arc::new(move |ac| {
             let (store, ns, name) = (store.clone(), ns.clone(), name.clone());
             rt.spawn(async move {
-                let r = store::modify::<Sandbox, _>(store.as_ref(), &Sandbox::key(&ns, &name), |s| {
-                    s.status.agent_configure = Some(ac.clone());
-                    s.status.last_activity_at = Some(now_rfc3339());
-                    true
-                })
-                .await;
+                let r =
+                    store::modify::<Sandbox, _>(store.as_ref(), &Sandbox::key(&ns, &name), |s| {
+                        s.status.agent_configure = Some(ac.clone());
+                        s.status.last_activity_at = Some(now_rfc3339());
+                        true
+                    })
+                    .await;
                 if let Err(e) = r {
                     tracing::warn!(error = %e, "recording agentConfigure of {ns}/{name} failed");
                 }
@@ -327,15 +329,28 @@ async fn reconcile(
             // The actor goes with its last address; the next change of the
             // record (or a resume) tries again.
             tracing::error!(error = %e, sandbox = %key, "cannot subscribe");
-            node.set_error(&sbx, format!("cannot subscribe to its subjects: {e}")).await;
+            node.set_error(&sbx, format!("cannot subscribe to its subjects: {e}"))
+                .await;
             return;
         }
     };
     let stop = CancellationToken::new();
-    tokio::spawn(listener::serve(node.clone(), hosted_sbx.clone(), sub, stop.clone()));
-    hosted.insert(key, Entry { hosted: hosted_sbx, stop });
+    tokio::spawn(listener::serve(
+        node.clone(),
+        hosted_sbx.clone(),
+        sub,
+        stop.clone(),
+    ));
+    hosted.insert(
+        key,
+        Entry {
+            hosted: hosted_sbx,
+            stop,
+        },
+    );
     if matches!(phase, Phase::Creating | Phase::Error) {
-        node.set_phase(&sbx.namespace, &sbx.name, Phase::Running).await;
+        node.set_phase(&sbx.namespace, &sbx.name, Phase::Running)
+            .await;
     }
 }
 

@@ -20,7 +20,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::Node;
-use crate::actor::{Admit, BeginConfigure, Cancel, EndConfigure, Handle, Query, RunEnded, SetPhase};
+use crate::actor::{
+    Admit, BeginConfigure, Cancel, EndConfigure, Handle, Query, RunEnded, SetPhase,
+};
 use crate::configure;
 use crate::events::EventLog;
 use crate::run::{Limits, run};
@@ -37,7 +39,12 @@ pub struct Hosted {
     pub last_touch_ms: std::sync::atomic::AtomicU64,
 }
 
-pub async fn serve(node: Arc<Node>, sbx: Arc<Hosted>, mut sub: Subscription, stop: CancellationToken) {
+pub async fn serve(
+    node: Arc<Node>,
+    sbx: Arc<Hosted>,
+    mut sub: Subscription,
+    stop: CancellationToken,
+) {
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
@@ -56,8 +63,9 @@ async fn reply<T: Serialize>(node: &Node, msg: &Message, r: Result<T, Rejection>
 }
 
 fn decode<T: DeserializeOwned>(msg: &Message) -> Result<T, Rejection> {
-    msg.json()
-        .map_err(|e| Rejection::new(400, "invalid_request").message(format!("malformed bus message: {e}")))
+    msg.json().map_err(|e| {
+        Rejection::new(400, "invalid_request").message(format!("malformed bus message: {e}"))
+    })
 }
 
 async fn dispatch(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
@@ -66,14 +74,28 @@ async fn dispatch(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
         Some(Verb::Invoke) => return invoke(node, sbx, msg).await,
         Some(Verb::Configure) => return configure(node, sbx, msg).await,
         Some(Verb::Cancel) => match decode::<CancelRequest>(&msg) {
-            Ok(c) => flatten(sbx.handle.ask(Cancel { caller: c.caller, invoke_id: c.invoke_id }).await)
-                .map(|()| serde_json::json!({})),
+            Ok(c) => flatten(
+                sbx.handle
+                    .ask(Cancel {
+                        caller: c.caller,
+                        invoke_id: c.invoke_id,
+                    })
+                    .await,
+            )
+            .map(|()| serde_json::json!({})),
             Err(e) => Err(e),
         },
         Some(v @ (Verb::Stop | Verb::Resume)) => match decode::<SimpleRequest>(&msg) {
             Ok(r) => {
                 let stop = v == Verb::Stop;
-                let res = flatten(sbx.handle.ask(SetPhase { caller: r.caller, stop }).await);
+                let res = flatten(
+                    sbx.handle
+                        .ask(SetPhase {
+                            caller: r.caller,
+                            stop,
+                        })
+                        .await,
+                );
                 if res.is_ok() {
                     let phase = if stop { Phase::Stopped } else { Phase::Running };
                     node.set_phase(&sbx.namespace, &sbx.name, phase).await;
@@ -82,17 +104,19 @@ async fn dispatch(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
             }
             Err(e) => Err(e),
         },
-        Some(v @ (Verb::Status | Verb::InstallLog | Verb::Invokes)) => match decode::<SimpleRequest>(&msg) {
-            Ok(r) => {
-                let q = match v {
-                    Verb::Status => Query::Status(r.caller),
-                    Verb::InstallLog => Query::InstallLog(r.caller),
-                    _ => Query::Invokes(r.caller),
-                };
-                flatten(sbx.handle.ask(q).await)
+        Some(v @ (Verb::Status | Verb::InstallLog | Verb::Invokes)) => {
+            match decode::<SimpleRequest>(&msg) {
+                Ok(r) => {
+                    let q = match v {
+                        Verb::Status => Query::Status(r.caller),
+                        Verb::InstallLog => Query::InstallLog(r.caller),
+                        _ => Query::Invokes(r.caller),
+                    };
+                    flatten(sbx.handle.ask(q).await)
+                }
+                Err(e) => Err(e),
             }
-            Err(e) => Err(e),
-        },
+        }
         Some(Verb::Exec | Verb::Files) | None => Err(Rejection::new(501, "not_implemented")
             .message("this operation is not implemented by this executor yet")),
     };
@@ -119,7 +143,14 @@ async fn invoke(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
         Ok(p) => p,
         Err(rej) => {
             if rej.status == 429 {
-                node.lifecycle(&sbx, "AgentInvokeThrottled", &req.caller.sub, Some(&req.invoke_id), serde_json::json!({})).await;
+                node.lifecycle(
+                    &sbx,
+                    "AgentInvokeThrottled",
+                    &req.caller.sub,
+                    Some(&req.invoke_id),
+                    serde_json::json!({}),
+                )
+                .await;
             }
             return reply::<()>(&node, &msg, Err(rej)).await;
         }
@@ -128,7 +159,10 @@ async fn invoke(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
     let bus = node.bus.clone();
     let log = EventLog::new(bus.clone(), node.subjects.invoke_events(&id));
     let done = CancellationToken::new();
-    if let Err(e) = log.serve_replay(node.subjects.invoke_replay(&id), done.clone()).await {
+    if let Err(e) = log
+        .serve_replay(node.subjects.invoke_replay(&id), done.clone())
+        .await
+    {
         tracing::warn!(error = %e, "replay unavailable for {id}");
     }
 
@@ -144,7 +178,13 @@ async fn invoke(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
     if req.stdin_len > req.stdin.len() as u64 {
         match bus.subscribe(node.subjects.invoke_stdin(&id)).await {
             Ok(sub) => {
-                tokio::spawn(receive_stdin(node.clone(), sub, req.stdin.len() as u64, req.stdin_len, stdin_tx));
+                tokio::spawn(receive_stdin(
+                    node.clone(),
+                    sub,
+                    req.stdin.len() as u64,
+                    req.stdin_len,
+                    stdin_tx,
+                ));
             }
             Err(e) => tracing::warn!(error = %e, "stdin subscription failed for {id}"),
         }
@@ -156,19 +196,38 @@ async fn invoke(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
     if !req.detach {
         match bus.subscribe(node.subjects.invoke_attached(&id)).await {
             Ok(sub) => {
-                tokio::spawn(watch_attached(sub, node.client_grace, abandoned.clone(), done.clone()));
+                tokio::spawn(watch_attached(
+                    sub,
+                    node.client_grace,
+                    abandoned.clone(),
+                    done.clone(),
+                ));
             }
             Err(e) => tracing::warn!(error = %e, "attached subscription failed for {id}"),
         }
     }
 
-    let accepted = InvokeAccepted { invoke_id: id.clone(), started_at: plan.started_at };
+    let accepted = InvokeAccepted {
+        invoke_id: id.clone(),
+        started_at: plan.started_at,
+    };
     reply(&node, &msg, Ok(accepted)).await;
     node.touch(&sbx);
-    node.lifecycle(&sbx, "AgentInvokeStarted", &req.caller.sub, Some(&id), serde_json::json!({})).await;
+    node.lifecycle(
+        &sbx,
+        "AgentInvokeStarted",
+        &req.caller.sub,
+        Some(&id),
+        serde_json::json!({}),
+    )
+    .await;
 
     tokio::spawn(async move {
-        log.emit(EventKind::Start(StartData { invoke_id: id.clone(), started_at: plan.started_at })).await;
+        log.emit(EventKind::Start(StartData {
+            invoke_id: id.clone(),
+            started_at: plan.started_at,
+        }))
+        .await;
         let workspace = sbx.dirs.workspace();
         let spec = Spec {
             workspace: &workspace,
@@ -186,7 +245,13 @@ async fn invoke(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
         };
         let out = run(&node.runtime, &spec, stdin_rx, &limits, &log, false).await;
         // The slot is free before anyone can see the exit.
-        let _ = sbx.handle.ask(RunEnded { invoke_id: id.clone(), reason: out.reason }).await;
+        let _ = sbx
+            .handle
+            .ask(RunEnded {
+                invoke_id: id.clone(),
+                reason: out.reason,
+            })
+            .await;
         let exit = ExitData {
             invoke_id: id.clone(),
             exit_code: out.exit_code,
@@ -203,11 +268,18 @@ async fn invoke(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
             _ => "AgentInvokeFailed",
         };
         let details = serde_json::json!({"exitCode": out.exit_code, "durationMs": out.duration.as_millis() as u64, "reason": out.reason, "cause": out.cause});
-        node.lifecycle(&sbx, kind, &req.caller.sub, Some(&id), details).await;
+        node.lifecycle(&sbx, kind, &req.caller.sub, Some(&id), details)
+            .await;
     });
 }
 
-async fn receive_stdin(node: Arc<Node>, mut sub: Subscription, mut received: u64, total: u64, tx: mpsc::Sender<Bytes>) {
+async fn receive_stdin(
+    node: Arc<Node>,
+    mut sub: Subscription,
+    mut received: u64,
+    total: u64,
+    tx: mpsc::Sender<Bytes>,
+) {
     while received < total {
         let msg = match tokio::time::timeout(Duration::from_secs(30), sub.next()).await {
             Ok(Some(m)) => m,
@@ -224,7 +296,12 @@ async fn receive_stdin(node: Arc<Node>, mut sub: Subscription, mut received: u64
     }
 }
 
-async fn watch_attached(mut sub: Subscription, grace: Duration, abandoned: CancellationToken, done: CancellationToken) {
+async fn watch_attached(
+    mut sub: Subscription,
+    grace: Duration,
+    abandoned: CancellationToken,
+    done: CancellationToken,
+) {
     loop {
         tokio::select! {
             _ = done.cancelled() => return,
@@ -243,10 +320,15 @@ async fn configure(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
         Err(e) => return reply::<()>(&node, &msg, Err(e)).await,
     };
     let bus = node.bus.clone();
-    let uploads = match bus.subscribe(node.subjects.configure_upload(&req.configure_id)).await {
+    let uploads = match bus
+        .subscribe(node.subjects.configure_upload(&req.configure_id))
+        .await
+    {
         Ok(s) => s,
         Err(e) => {
-            let r = Rejection::new(503, "bus_unavailable").message(e.to_string()).retry_after(1);
+            let r = Rejection::new(503, "bus_unavailable")
+                .message(e.to_string())
+                .retry_after(1);
             return reply::<()>(&node, &msg, Err(r)).await;
         }
     };
@@ -261,21 +343,45 @@ async fn configure(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
         Ok(p) => p,
         Err(rej) => {
             if rej.status == 400 || rej.status == 409 {
-                node.lifecycle(&sbx, "ConfigureDenied", &req.caller.sub, None, serde_json::json!({"error": rej.error})).await;
+                node.lifecycle(
+                    &sbx,
+                    "ConfigureDenied",
+                    &req.caller.sub,
+                    None,
+                    serde_json::json!({"error": rej.error}),
+                )
+                .await;
             }
             return reply::<()>(&node, &msg, Err(rej)).await;
         }
     };
-    let log = EventLog::new(bus.clone(), node.subjects.configure_events(&req.configure_id));
+    let log = EventLog::new(
+        bus.clone(),
+        node.subjects.configure_events(&req.configure_id),
+    );
     let done = CancellationToken::new();
-    if let Err(e) = log.serve_replay(node.subjects.configure_replay(&req.configure_id), done.clone()).await {
+    if let Err(e) = log
+        .serve_replay(
+            node.subjects.configure_replay(&req.configure_id),
+            done.clone(),
+        )
+        .await
+    {
         tracing::warn!(error = %e, "replay unavailable for {}", req.configure_id);
     }
-    reply(&node, &msg, Ok(ConfigureAccepted { skipped: plan.skipped })).await;
+    reply(
+        &node,
+        &msg,
+        Ok(ConfigureAccepted {
+            skipped: plan.skipped,
+        }),
+    )
+    .await;
     // Events stay replayable for the retention period after the end.
     let done = done.drop_guard();
     if plan.skipped {
-        log.emit(EventKind::Result(result_json(&plan.current, true))).await;
+        log.emit(EventKind::Result(result_json(&plan.current, true)))
+            .await;
         return;
     }
     tokio::spawn(async move {
@@ -299,9 +405,7 @@ async fn configure(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
         let mut install_exit_code = None;
         let files = configure::receive(bus.as_ref(), uploads, &req.files, &staging)
             .await
-            .and_then(|()| {
-                configure::install_files(&workspace, &staging, &req.files, &plan.paths)
-            });
+            .and_then(|()| configure::install_files(&workspace, &staging, &req.files, &plan.paths));
         let _ = std::fs::remove_dir_all(&staging);
         match files {
             Ok(()) => {
@@ -314,22 +418,46 @@ async fn configure(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
                 // Not an install result, but a failure all the same: clients
                 // that only read `installExitCode` must not see success.
                 install_exit_code = Some(-1);
-                log.emit(EventKind::Error(serde_json::json!({"phase": "files", "message": why}))).await;
+                log.emit(EventKind::Error(
+                    serde_json::json!({"phase": "files", "message": why}),
+                ))
+                .await;
             }
         }
-        if let (true, Some(install)) = (files_ok, req.install_command.as_ref().filter(|a| !a.is_empty())) {
-            configure::say(&log, format!("[configure] running install: {}", configure::render_argv(install))).await;
+        if let (true, Some(install)) = (
+            files_ok,
+            req.install_command.as_ref().filter(|a| !a.is_empty()),
+        ) {
+            configure::say(
+                &log,
+                format!(
+                    "[configure] running install: {}",
+                    configure::render_argv(install)
+                ),
+            )
+            .await;
             let mut env = plan.env.clone();
             env.extend(req.env.clone().unwrap_or_default());
-            let (code, why, output) =
-                configure::run_install(&node.runtime, &sbx.dirs, install, &env, plan.network, plan.cancel.clone(), &log).await;
+            let (code, why, output) = configure::run_install(
+                &node.runtime,
+                &sbx.dirs,
+                install,
+                &env,
+                plan.network,
+                plan.cancel.clone(),
+                &log,
+            )
+            .await;
             if let Err(e) = sbx.dirs.write_install_log(&output) {
                 tracing::warn!(error = %e, "writing install log failed");
             }
             // A non-zero exit is reported by `installExitCode` alone (v0.8
             // clients stop reading at `error`); `error` means it could not run.
             if let Some(message) = why.filter(|_| code < 0) {
-                log.emit(EventKind::Error(serde_json::json!({"phase": "install", "message": message}))).await;
+                log.emit(EventKind::Error(
+                    serde_json::json!({"phase": "install", "message": message}),
+                ))
+                .await;
             }
             install_exit_code = Some(code);
         }
@@ -344,10 +472,22 @@ async fn configure(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
             })
             .await
             .unwrap_or_default();
-        log.emit(EventKind::Result(result_json(&status, false))).await;
+        log.emit(EventKind::Result(result_json(&status, false)))
+            .await;
         let ok = files_ok && install_exit_code.is_none_or(|c| c == 0);
-        let kind = if ok { "AgentConfigured" } else { "ConfigureDenied" };
-        node.lifecycle(&sbx, kind, &req.caller.sub, None, serde_json::json!({"installExitCode": install_exit_code, "files": req.files.len()})).await;
+        let kind = if ok {
+            "AgentConfigured"
+        } else {
+            "ConfigureDenied"
+        };
+        node.lifecycle(
+            &sbx,
+            kind,
+            &req.caller.sub,
+            None,
+            serde_json::json!({"installExitCode": install_exit_code, "files": req.files.len()}),
+        )
+        .await;
     });
 }
 

@@ -52,7 +52,11 @@ fn utf8_cut(buf: &[u8], at: usize) -> usize {
     while cut > at.saturating_sub(3) && cut > 0 && (buf[cut] & 0xC0) == 0x80 {
         cut -= 1;
     }
-    if cut == 0 || (buf[cut] & 0xC0) == 0x80 { at } else { cut }
+    if cut == 0 || (buf[cut] & 0xC0) == 0x80 {
+        at
+    } else {
+        cut
+    }
 }
 
 /// `(data, encoding)` for a `log` event.
@@ -90,7 +94,11 @@ mod tests {
         // Every possible split point of the input.
         for i in 0..s.len() {
             let lines = split(&[&s[..i], &s[i..]]);
-            assert_eq!(lines, vec!["héllo 🎉 wörld".as_bytes().to_vec()], "split at {i}");
+            assert_eq!(
+                lines,
+                vec!["héllo 🎉 wörld".as_bytes().to_vec()],
+                "split at {i}"
+            );
             assert_eq!(encode_line(&lines[0]).1, None);
         }
     }
@@ -100,7 +108,11 @@ mod tests {
         let line = "é".repeat(MAX_LINE); // 2 bytes each
         let lines = split(&[line.as_bytes(), b"\n"]);
         assert!(lines.len() >= 2);
-        assert!(lines.iter().all(|l| l.len() <= MAX_LINE && std::str::from_utf8(l).is_ok()));
+        assert!(
+            lines
+                .iter()
+                .all(|l| l.len() <= MAX_LINE && std::str::from_utf8(l).is_ok())
+        );
         assert_eq!(lines.concat(), line.as_bytes());
     }
 

@@ -224,5 +224,7 @@ async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
 /// The exit code, or 128 + signal for a process killed by a signal (as shells report it).
 fn exit_code(s: std::process::ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
-    s.code().or_else(|| s.signal().map(|n| 128 + n)).unwrap_or(-1)
+    s.code()
+        .or_else(|| s.signal().map(|n| 128 + n))
+        .unwrap_or(-1)
 }

@@ -119,9 +119,11 @@ impl Runtime {
             }
         }
         a.extend(
-            ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--bind"]
-                .iter()
-                .map(|s| s.to_string()),
+            [
+                "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--bind",
+            ]
+            .iter()
+            .map(|s| s.to_string()),
         );
         a.push(workspace.display().to_string());
         a.push(WORKSPACE.into());
@@ -172,7 +174,15 @@ impl Runtime {
 /// The host's top-level directories read-only and its symlinks as they are;
 /// the kernel filesystems and /tmp come fresh.
 fn host_args() -> Vec<String> {
-    const SKIP: &[&str] = &["proc", "dev", "sys", "tmp", "run", "workspace", "lost+found"];
+    const SKIP: &[&str] = &[
+        "proc",
+        "dev",
+        "sys",
+        "tmp",
+        "run",
+        "workspace",
+        "lost+found",
+    ];
     let mut args = Vec::new();
     let Ok(entries) = std::fs::read_dir("/") else {
         return vec!["--ro-bind".into(), "/usr".into(), "/usr".into()];

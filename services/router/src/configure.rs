@@ -18,8 +18,7 @@ use serde_json::Value;
 use agenttier_bus::Headers;
 use agenttier_bus::msg::{
     CHUNK_BYTES, CONFIGURE_LIMITS, ConfigureAccepted, ConfigureRequest, FILE_HEADER, FileMeta,
-    OFFSET_HEADER,
-    SimpleRequest, UploadAck, configure_hash,
+    OFFSET_HEADER, SimpleRequest, UploadAck, configure_hash,
 };
 use agenttier_bus::subject::Verb;
 
@@ -292,10 +291,7 @@ mod tests {
             &[],
         ));
         assert!(m.starts_with("files[1] (\"/workspace/x\")"), "{m}");
-        let m = bad_request(prepare(
-            files(json!([{"path":"/workspace/y"}])),
-            &[],
-        ));
+        let m = bad_request(prepare(files(json!([{"path":"/workspace/y"}])), &[]));
         assert!(m.starts_with("files[0]"), "{m}");
         let m = bad_request(prepare(
             files(json!([{"path":"/workspace/z","contentBase64":"!!"}])),

@@ -257,7 +257,9 @@ pub(crate) async fn events(
         &ctx,
         &sbx,
         Verb::Invokes,
-        &SimpleRequest { caller: caller.clone() },
+        &SimpleRequest {
+            caller: caller.clone(),
+        },
         RUNNING_OR_STOPPED,
     )
     .await?;
