@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -24,7 +24,7 @@ use agenttier_bus::subject::Verb;
 
 use crate::actor::{RUNNING, RUNNING_OR_STOPPED, ask};
 use crate::auth::Caller;
-use crate::error::{Json, Query};
+use crate::error::{Json, Path, Query};
 use crate::invoke::sse;
 use crate::relay::{Kind, Relay};
 use crate::resolve::{NsQuery, resolve};

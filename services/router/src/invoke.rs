@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -26,7 +26,7 @@ use agenttier_bus::subject::Verb;
 
 use crate::actor::{RUNNING, RUNNING_OR_STOPPED, ask};
 use crate::auth::Caller;
-use crate::error::{Json, Query};
+use crate::error::{Json, Path, Query};
 use crate::relay::{self, Kind, Relay, ReplayError};
 use crate::resolve::{NsQuery, resolve};
 use crate::{ApiError, Ctx, is_id, new_id};

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::Deserialize;
@@ -12,7 +12,7 @@ use agenttier_bus::model::{ApiKeyRecord, Principal, now_rfc3339, parse_duration}
 use agenttier_bus::store::{self, Store, to_bytes};
 
 use crate::auth::{Caller, key_hash, key_store_key};
-use crate::error::Json;
+use crate::error::{Json, Path};
 use crate::{ApiError, Ctx, Error};
 
 const KEYS_PREFIX: &str = "apikeys.";

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::Deserialize;
@@ -18,7 +18,7 @@ use agenttier_bus::subject::Verb;
 
 use crate::actor::{RUNNING_OR_STOPPED, ask};
 use crate::auth::Caller;
-use crate::error::{Json, Query};
+use crate::error::{Json, Path, Query};
 use crate::resolve::{DEFAULT_NAMESPACE, NsQuery, check_namespace, resolve};
 use crate::{ApiError, Ctx};
 

@@ -1,13 +1,13 @@
 //! `GET /templates` and `GET /templates/{name}` (SPEC §2.5), read from the store.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::IntoResponse;
 use serde_json::{Value, json};
 
 use agenttier_bus::model::{Template, is_dns_label};
 use agenttier_bus::store::get_json;
 
-use crate::error::Query;
+use crate::error::{Path, Query};
 use crate::resolve::{NsQuery, check_namespace};
 use crate::{ApiError, Ctx};
 
