@@ -409,6 +409,17 @@ impl Client {
         finish(self.invoke_stream(name, body, query).await.stream()).await
     }
 
+    /// `GET /sandboxes/{name}/invokes/{invoke_id}/events` with `Last-Event-ID: after`.
+    pub async fn events_stream(&self, name: &str, invoke_id: &str, after: u64) -> Streamed {
+        let rb = self
+            .request(
+                Method::GET,
+                &format!("/sandboxes/{name}/invokes/{invoke_id}/events"),
+            )
+            .header("Last-Event-ID", after.to_string());
+        self.streamed(rb).await
+    }
+
     /// `POST /sandboxes/{name}/invoke/cancel`; `None` sends `{}`.
     pub async fn cancel(&self, name: &str, invoke_id: Option<&str>) -> Reply {
         let body = match invoke_id {
