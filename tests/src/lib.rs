@@ -8,6 +8,7 @@
 pub mod client;
 pub mod nats_server;
 pub mod process;
+mod shapes;
 
 use std::future::Future;
 use std::time::Duration;

@@ -31,7 +31,9 @@ async fn configure_limits_come_after_the_phase_check(sys: &mut dyn System) {
     assert!(r.message().contains("201 files"), "{r:?}");
 
     // Nothing was written or changed by the refused configures.
-    let r = c.configure_stream("lim-a", &json!({"entrypoint": ["true"]})).await;
+    let r = c
+        .configure_stream("lim-a", &json!({"entrypoint": ["true"]}))
+        .await;
     let done = finish(r.stream()).await;
     assert_eq!(done.event("result").data["skipped"], false);
 }
@@ -49,7 +51,11 @@ async fn resume_replays_what_was_missed_only_for_the_owner(sys: &mut dyn System)
         .as_str()
         .expect("invokeId")
         .to_string();
-    let ids: Vec<_> = run.events.iter().map(|e| e.id.clone().unwrap_or_default()).collect();
+    let ids: Vec<_> = run
+        .events
+        .iter()
+        .map(|e| e.id.clone().unwrap_or_default())
+        .collect();
     assert_eq!(ids, ["1", "2", "3", "4", "5", "6", "7"]);
 
     // On the other router, after event 3: exactly events 4 to 7.
@@ -68,13 +74,19 @@ async fn resume_replays_what_was_missed_only_for_the_owner(sys: &mut dyn System)
     assert_eq!(resumed.event("exit").data["exitCode"], 0);
 
     // Another user: not through the owner's sandbox, and not through their own.
-    let user_b = Client::new(b.base(), Some(&a.mint_user_key("user-res", "r@example.com").await));
+    let user_b = Client::new(
+        b.base(),
+        Some(&a.mint_user_key("user-res", "r@example.com").await),
+    );
     let r = user_b.events_stream("res-a", &invoke_id, 0).await.refused();
     assert_eq!(r.status, 404, "{r:?}");
     user_b.create_running("res-b", "langgraph-agent").await;
     let r = user_b.events_stream("res-b", &invoke_id, 0).await.refused();
     assert_eq!(r.status, 404, "an invoke id is no capability: {r:?}");
     // An id that never existed.
-    let r = a.events_stream("res-a", "inv-000000000000000000000000", 0).await.refused();
+    let r = a
+        .events_stream("res-a", "inv-000000000000000000000000", 0)
+        .await
+        .refused();
     assert_eq!(r.status, 404, "{r:?}");
 }
