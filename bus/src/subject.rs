@@ -119,6 +119,36 @@ impl Subjects {
         format!("{}.cfg.{configure_id}.upload", self.prefix)
     }
 
+    /// `<p>.exec.<id>.events`: every event of an exec run, with `seq`.
+    pub fn exec_events(&self, exec_id: &str) -> String {
+        format!("{}.exec.{exec_id}.events", self.prefix)
+    }
+
+    /// `<p>.exec.<id>.replay`: the retained events of an exec after a `seq`.
+    pub fn exec_replay(&self, exec_id: &str) -> String {
+        format!("{}.exec.{exec_id}.replay", self.prefix)
+    }
+
+    /// `<p>.exec.<id>.stdin`: acknowledged stdin chunks of an exec after the first.
+    pub fn exec_stdin(&self, exec_id: &str) -> String {
+        format!("{}.exec.{exec_id}.stdin", self.prefix)
+    }
+
+    /// `<p>.exec.<id>.attached`: a router still waits for this exec.
+    pub fn exec_attached(&self, exec_id: &str) -> String {
+        format!("{}.exec.{exec_id}.attached", self.prefix)
+    }
+
+    /// `<p>.xfer.<id>.upload`: acknowledged chunks of a file being written.
+    pub fn transfer_upload(&self, transfer_id: &str) -> String {
+        format!("{}.xfer.{transfer_id}.upload", self.prefix)
+    }
+
+    /// `<p>.xfer.<id>.download`: pulls of the next chunk of a file being read.
+    pub fn transfer_download(&self, transfer_id: &str) -> String {
+        format!("{}.xfer.{transfer_id}.download", self.prefix)
+    }
+
     /// `<p>.events.<ns>.<name>`: lifecycle and agent events of a sandbox.
     pub fn sandbox_events(&self, ns: &str, name: &str) -> String {
         format!("{}.events.{ns}.{name}", self.prefix)
@@ -153,6 +183,8 @@ mod tests {
         assert_eq!(s.invoke_events("inv-1"), "agenttier.inv.inv-1.events");
         assert_eq!(s.sandbox_events("ns", "a"), "agenttier.events.ns.a");
         assert_eq!(s.heartbeat("n1"), "agenttier.node.n1.heartbeat");
+        assert_eq!(s.exec_events("exec-1"), "agenttier.exec.exec-1.events");
+        assert_eq!(s.transfer_upload("xfer-1"), "agenttier.xfer.xfer-1.upload");
     }
 
     #[test]

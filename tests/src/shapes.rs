@@ -17,6 +17,9 @@ pub trait System: Send + Sync {
     fn urls(&self) -> Vec<String>;
     /// The admin API key every router accepts.
     fn admin_key(&self) -> &str;
+    /// The processes serving HTTP (routers, or `agenttier up`), as
+    /// [`urls`](Self::urls) lists them.
+    fn router_pids(&self) -> Vec<u32>;
     /// Restarts what hosts the sandboxes, on the same data directory:
     /// `agenttier up` as a whole, or the executor. Blocks until it is back
     /// (the routers of the embedded shape may have moved: read
@@ -123,6 +126,10 @@ impl System for Embedded {
         vec![self.url()]
     }
 
+    fn router_pids(&self) -> Vec<u32> {
+        vec![self.proc.pid()]
+    }
+
     fn admin_key(&self) -> &str {
         &self.key
     }
@@ -223,6 +230,10 @@ impl System for Distributed {
 
     fn urls(&self) -> Vec<String> {
         self.routers.iter().map(Proc::url).collect()
+    }
+
+    fn router_pids(&self) -> Vec<u32> {
+        self.routers.iter().map(Proc::pid).collect()
     }
 
     fn admin_key(&self) -> &str {

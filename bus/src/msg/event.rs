@@ -77,6 +77,12 @@ pub struct LogData {
     /// `base64` when the line was not valid UTF-8.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encoding: Option<String>,
+    /// The output did not end with a newline here: a piece of a line longer
+    /// than the split size, or the last bytes of a stream without a final
+    /// newline. Absent (false) for a whole line, whose newline was removed.
+    /// With it a client can rebuild the output byte for byte.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,6 +125,7 @@ mod tests {
                 stream: "stdout".into(),
                 data: "hello world".into(),
                 encoding: None,
+                partial: false,
             }),
         };
         let j = serde_json::to_value(&e).unwrap();

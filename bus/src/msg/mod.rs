@@ -4,11 +4,17 @@
 //! adding an optional field does not. Every message here is documented in
 //! `docs/bus.md`.
 
+mod code;
 mod configure;
 mod control;
 mod event;
 mod invoke;
 
+pub use code::{
+    EXEC_DEFAULT_TIMEOUT_SECS, EXEC_MAX_STDIN_BYTES, EXEC_MAX_TIMEOUT_SECS, ExecAccepted,
+    ExecRequest, FILE_MAX_BYTES, FileEntry, FileList, FileWritten, FilesOp, FilesRequest,
+    ReadStart, WriteAck,
+};
 pub use configure::{
     CONFIGURE_LIMITS, ConfigureAccepted, ConfigureLimits, ConfigureRequest, FileMeta, UploadAck,
     configure_hash,
@@ -21,7 +27,8 @@ use serde::{Deserialize, Serialize};
 
 pub const WIRE_VERSION: u32 = 1;
 
-/// Header naming the byte offset of a raw chunk (stdin, configure files).
+/// Header naming the byte offset of a raw chunk (stdin, configure files,
+/// file transfers).
 pub const OFFSET_HEADER: &str = "Agenttier-Offset";
 /// Header naming the file index of a configure chunk.
 pub const FILE_HEADER: &str = "Agenttier-File";

@@ -9,6 +9,7 @@
 pub mod actor;
 mod configure;
 mod events;
+mod hostview;
 mod listener;
 pub mod output;
 mod run;
@@ -46,6 +47,10 @@ pub struct Args {
     /// `bwrap` (default) or `none` (no isolation at all; development only).
     #[arg(long, env = "AGENTTIER_ISOLATION", value_enum, default_value = "bwrap")]
     pub isolation: Isolation,
+    /// More host directories sandboxes may read (besides /usr, /etc, /opt
+    /// and the directories on PATH), comma-separated.
+    #[arg(long = "sandbox-ro-bind", env = "AGENTTIER_SANDBOX_RO_BINDS", value_delimiter = ',')]
+    pub sandbox_ro_binds: Vec<PathBuf>,
     /// How long a run survives with no client attached (unless detached).
     #[arg(long, env = "AGENTTIER_CLIENT_GRACE", default_value = "30s", value_parser = duration_arg)]
     pub client_grace: Duration,
@@ -163,12 +168,15 @@ pub async fn run(
     if !agenttier_bus::model::is_dns_label(&args.node) {
         return Err(Error::InvalidNode(args.node));
     }
-    let sandboxes_dir = args.data_dir.join("sandboxes");
-    std::fs::create_dir_all(&sandboxes_dir).map_err(|source| Error::DataDir {
-        path: sandboxes_dir.clone(),
+    let data_err = |source| Error::DataDir {
+        path: args.data_dir.clone(),
         source,
-    })?;
-    let runtime = runtime::Runtime::new(args.isolation, &sandboxes_dir)?;
+    };
+    std::fs::create_dir_all(args.data_dir.join("sandboxes")).map_err(data_err)?;
+    // Absolute, so bind mounts and the host view never depend on the cwd.
+    let data_dir = std::fs::canonicalize(&args.data_dir).map_err(data_err)?;
+    let sandboxes_dir = data_dir.join("sandboxes");
+    let runtime = runtime::Runtime::new(args.isolation, &sandboxes_dir, &args.sandbox_ro_binds)?;
     let actors = system::Actors::start(2).map_err(Error::Actors)?;
     let node = Arc::new(Node {
         bus,
@@ -176,7 +184,7 @@ pub async fn run(
         subjects,
         runtime,
         name: args.node.clone(),
-        data_dir: args.data_dir.clone(),
+        data_dir,
         client_grace: args.client_grace,
     });
     let mut hosted: HashMap<String, Entry> = HashMap::new();

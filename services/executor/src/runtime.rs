@@ -47,21 +47,30 @@ pub struct Spec<'a> {
 #[derive(Debug, Clone)]
 pub struct Runtime {
     isolation: Isolation,
-    /// `--ro-bind`/`--symlink` arguments recreating the host's top level.
+    /// `--ro-bind`/`--symlink` arguments for the host view ([`crate::hostview`]).
     host_args: Vec<String>,
-    /// Host paths hidden under an empty tmpfs (the executor's data directory).
-    hidden: Vec<PathBuf>,
+    /// `prlimit` options every run starts under, when `prlimit` is there.
+    rlimits: Option<Vec<String>>,
     path: String,
 }
 
 impl Runtime {
     /// Checks that the isolation asked for works here.
-    pub fn new(isolation: Isolation, data_dir: &Path) -> Result<Self, Error> {
+    pub fn new(isolation: Isolation, data_dir: &Path, extra_ro: &[PathBuf]) -> Result<Self, Error> {
         let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+        let prlimit = std::process::Command::new("prlimit")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !prlimit {
+            tracing::warn!("prlimit (util-linux) not found: sandbox runs get no resource limits");
+        }
         let rt = Self {
             isolation,
-            host_args: host_args(),
-            hidden: vec![data_dir.to_path_buf()],
+            host_args: crate::hostview::args(&path, extra_ro, &[data_dir.to_path_buf()]),
+            rlimits: prlimit.then(rlimits),
             path,
         };
         if isolation == Isolation::Bwrap {
@@ -113,11 +122,6 @@ impl Runtime {
             a.push("--unshare-net".into());
         }
         a.extend(self.host_args.iter().cloned());
-        for h in &self.hidden {
-            if h.exists() {
-                a.extend(["--tmpfs".into(), h.display().to_string()]);
-            }
-        }
         a.extend(
             [
                 "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--bind",
@@ -135,7 +139,14 @@ impl Runtime {
     pub fn command(&self, spec: &Spec<'_>) -> tokio::process::Command {
         let mut cmd = match self.isolation {
             Isolation::Bwrap => {
-                let mut c = tokio::process::Command::new("bwrap");
+                let mut c = match &self.rlimits {
+                    Some(limits) => {
+                        let mut c = tokio::process::Command::new("prlimit");
+                        c.args(limits).arg("--").arg("bwrap");
+                        c
+                    }
+                    None => tokio::process::Command::new("bwrap"),
+                };
                 c.args(self.bwrap_args(spec.workspace, spec.network, spec.cwd));
                 c.arg("--");
                 c.args(spec.argv);
@@ -171,42 +182,16 @@ impl Runtime {
     }
 }
 
-/// The host's top-level directories read-only and its symlinks as they are;
-/// the kernel filesystems and /tmp come fresh.
-fn host_args() -> Vec<String> {
-    const SKIP: &[&str] = &[
-        "proc",
-        "dev",
-        "sys",
-        "tmp",
-        "run",
-        "workspace",
-        "lost+found",
-    ];
-    let mut args = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/") else {
-        return vec!["--ro-bind".into(), "/usr".into(), "/usr".into()];
-    };
-    let mut entries: Vec<_> = entries.flatten().collect();
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        let name = e.file_name().to_string_lossy().to_string();
-        if SKIP.contains(&name.as_str()) {
-            continue;
-        }
-        let path = format!("/{name}");
-        let Ok(meta) = std::fs::symlink_metadata(&path) else {
-            continue;
-        };
-        if meta.file_type().is_symlink() {
-            if let Ok(target) = std::fs::read_link(&path) {
-                args.extend(["--symlink".into(), target.display().to_string(), path]);
-            }
-        } else if meta.is_dir() {
-            args.extend(["--ro-bind".into(), path.clone(), path]);
-        }
-    }
-    args
+/// Limits each process of a run starts with (inherited by its children):
+/// open files, the size of any one file written, no core dumps.
+fn rlimits() -> Vec<String> {
+    const NOFILE: u64 = 4096;
+    const FSIZE: u64 = 4 * 1024 * 1024 * 1024;
+    vec![
+        format!("--nofile={NOFILE}:{NOFILE}"),
+        format!("--fsize={FSIZE}:{FSIZE}"),
+        "--core=0:0".into(),
+    ]
 }
 
 /// Signals every process of the run's process group.

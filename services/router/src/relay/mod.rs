@@ -35,6 +35,60 @@ pub(crate) use sequencer::Sequencer;
 const REPLAY_LIMIT: u32 = 1000;
 /// Events buffered between the relay and a slow client.
 const CLIENT_BUFFER: usize = 64;
+/// Live event bytes a relay holds for a client that is behind; beyond it
+/// live events are dropped and fetched again from replay when the client
+/// catches up, so a stalled client costs bounded memory.
+const LIVE_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+
+/// The live events of a relay, read eagerly from the bus into a buffer of
+/// at most `max_bytes` payload bytes. What does not fit is dropped (the
+/// relay's sequencer sees the hole and replays it), so the bus never queues
+/// for a slow client.
+struct Feed {
+    rx: mpsc::Receiver<Message>,
+    held: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Feed {
+    async fn next(&mut self) -> Option<Message> {
+        let m = self.rx.recv().await?;
+        self.held
+            .fetch_sub(m.payload.len(), std::sync::atomic::Ordering::Relaxed);
+        Some(m)
+    }
+}
+
+fn bounded_feed(mut sub: Subscription, max_bytes: usize) -> Feed {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let held = Arc::new(AtomicUsize::new(0));
+    let (tx, rx) = mpsc::channel::<Message>(16 * 1024);
+    let counter = held.clone();
+    tokio::spawn(async move {
+        let mut dropped = 0u64;
+        loop {
+            let m = tokio::select! {
+                m = sub.next() => m,
+                _ = tx.closed() => None,
+            };
+            let Some(m) = m else { break };
+            let n = m.payload.len();
+            if counter.load(Ordering::Relaxed) + n > max_bytes {
+                dropped += 1;
+                continue;
+            }
+            counter.fetch_add(n, Ordering::Relaxed);
+            if let Err(e) = tx.try_send(m) {
+                let (mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m)) = e;
+                counter.fetch_sub(m.payload.len(), Ordering::Relaxed);
+                dropped += 1;
+            }
+        }
+        if dropped > 0 {
+            tracing::debug!(dropped, "live events dropped for a slow client; replay filled them");
+        }
+    });
+    Feed { rx, held }
+}
 
 /// What is relayed, and how its liveness is probed.
 pub(crate) enum Kind {
@@ -134,7 +188,8 @@ struct Run {
 }
 
 impl Run {
-    async fn run(mut self, mut sub: Subscription, initial: Option<ReplayReply>) {
+    async fn run(mut self, sub: Subscription, initial: Option<ReplayReply>) {
+        let mut sub = bounded_feed(sub, LIVE_BUFFER_BYTES);
         if let Some(r) = initial {
             let finished = r.finished;
             if self.apply_replay(r).await.is_err() || (finished && self.finish().await.is_err()) {

@@ -1,0 +1,2 @@
+"""AgentTier SDK."""
+from agenttier._version import __version__
