@@ -465,6 +465,11 @@ impl Client {
             .to_string()
     }
 
+    /// Sends any request whose answer is a stream when 200.
+    pub async fn send_stream(&self, rb: reqwest::RequestBuilder) -> Streamed {
+        self.streamed(rb).await
+    }
+
     async fn streamed(&self, rb: reqwest::RequestBuilder) -> Streamed {
         let resp = rb
             .send()

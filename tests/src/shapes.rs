@@ -9,6 +9,10 @@ use tempfile::TempDir;
 use crate::NatsServer;
 use crate::process::{Proc, random_api_key};
 
+/// How long a run outlives its last client in the harness (30 s by default;
+/// short here so abandonment can be tested).
+pub const CLIENT_GRACE: &str = "3s";
+
 /// A whole AgentTier, whatever its shape, as a scenario sees it.
 pub trait System: Send + Sync {
     /// Which shape this is (for messages).
@@ -97,6 +101,8 @@ impl Embedded {
             arg(dirs.data()),
             arg("--manifests"),
             arg(dirs.manifests()),
+            arg("--client-grace"),
+            arg(CLIENT_GRACE),
         ];
         let env = vec![("AGENTTIER_BOOTSTRAP_API_KEY".to_string(), key.clone())];
         let proc = Proc::start("up", &args, &env, &dirs.logs(), true);
@@ -194,6 +200,8 @@ impl Distributed {
                 arg("node-1"),
                 arg("--data-dir"),
                 arg(dirs.data()),
+                arg("--client-grace"),
+                arg(CLIENT_GRACE),
             ],
             &[],
             &logs,
@@ -218,6 +226,15 @@ impl Distributed {
     }
 
     /// Terminates the executor and starts it again on its data directory.
+    pub fn executor(&mut self) -> &mut Proc {
+        &mut self.executor
+    }
+
+    /// Router `i` (0 or 1), as [`System::urls`] lists them.
+    pub fn router(&mut self, i: usize) -> &mut Proc {
+        &mut self.routers[i]
+    }
+
     pub fn restart_executor(&mut self) {
         self.executor.restart();
     }

@@ -24,6 +24,10 @@ pub struct InvokeRequest {
     pub detach: bool,
     /// Total stdin length; over the limit is answered 413 in check order.
     pub stdin_len: u64,
+    /// The client's `Idempotency-Key`: a retry with the same key (same caller,
+    /// same sandbox, within 10 minutes) attaches to the first invoke.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
     #[serde(with = "super::b64")]
     pub stdin: Bytes,
 }
@@ -31,6 +35,8 @@ pub struct InvokeRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InvokeAccepted {
+    /// The invoke that runs: the requested id, or for a retried
+    /// `Idempotency-Key` the id of the invoke it started first.
     pub invoke_id: String,
     /// Unix milliseconds.
     pub started_at: u64,

@@ -73,6 +73,11 @@ pub struct SandboxActor {
     configuring: Option<CancellationToken>,
     running: HashMap<String, Running>,
     recent: VecDeque<Finished>,
+    /// (caller, Idempotency-Key) → (invoke id, started at, when).
+    idempotency: HashMap<(String, String), (String, u64, std::time::Instant)>,
+    /// Exec runs (code mode): not counted against the invoke cap, but
+    /// killed with everything else on stop and delete.
+    execs: HashMap<String, CancellationToken>,
     /// Called with the new `agentConfigure` whenever it changes.
     on_configured: Arc<dyn Fn(AgentConfigure) + Send + Sync>,
 }
@@ -97,6 +102,8 @@ impl SandboxActor {
             configuring: None,
             running: HashMap::new(),
             recent: VecDeque::new(),
+            idempotency: HashMap::new(),
+            execs: HashMap::new(),
             on_configured,
         }
     }
@@ -162,6 +169,9 @@ impl SandboxActor {
         for r in self.running.values() {
             r.cancel.cancel();
         }
+        for c in self.execs.values() {
+            c.cancel();
+        }
         if let Some(c) = &self.configuring {
             c.cancel();
         }
@@ -174,22 +184,42 @@ impl Actor for SandboxActor {
 
 impl actix::Supervised for SandboxActor {}
 
+/// How long an `Idempotency-Key` keeps pointing at its invoke.
+const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(10 * 60);
+
 /// Admission of one invoke.
 #[derive(Message)]
-#[rtype(result = "Result<RunPlan, Rejection>")]
+#[rtype(result = "Result<Admission, Rejection>")]
 pub struct Admit {
     pub caller: Principal,
     pub invoke_id: String,
     pub prompt: Option<String>,
     pub timeout: Option<Duration>,
     pub stdin_len: u64,
+    pub idempotency_key: Option<String>,
+}
+
+/// A new run to start, or the run an earlier request with the same
+/// `Idempotency-Key` started.
+#[derive(Debug)]
+pub enum Admission {
+    Run(RunPlan),
+    Existing { invoke_id: String, started_at: u64 },
 }
 
 impl Handler<Admit> for SandboxActor {
-    type Result = Result<RunPlan, Rejection>;
+    type Result = Result<Admission, Rejection>;
 
     fn handle(&mut self, m: Admit, _: &mut Context<Self>) -> Self::Result {
         self.check_common(&m.caller, "invoke")?;
+        self.idempotency.retain(|_, (_, _, at)| at.elapsed() < IDEMPOTENCY_WINDOW);
+        let idem = m.idempotency_key.map(|k| (m.caller.sub.clone(), k));
+        if let Some((invoke_id, started_at, _)) = idem.as_ref().and_then(|k| self.idempotency.get(k)) {
+            return Ok(Admission::Existing {
+                invoke_id: invoke_id.clone(),
+                started_at: *started_at,
+            });
+        }
         if self.configuring.is_some() {
             return Err(Rejection::new(409, "configure_in_progress")
                 .message("a configure is installing; retry when it finishes")
@@ -223,6 +253,10 @@ impl Handler<Admit> for SandboxActor {
         let max = self.record.agent.default_invoke_timeout();
         let cancel = CancellationToken::new();
         let started_at = now_unix_ms();
+        if let Some(k) = idem {
+            self.idempotency
+                .insert(k, (m.invoke_id.clone(), started_at, std::time::Instant::now()));
+        }
         self.running.insert(
             m.invoke_id,
             Running {
@@ -231,7 +265,7 @@ impl Handler<Admit> for SandboxActor {
                 cancel: cancel.clone(),
             },
         );
-        Ok(RunPlan {
+        Ok(Admission::Run(RunPlan {
             argv,
             env: self.env(),
             cwd: self
@@ -246,7 +280,7 @@ impl Handler<Admit> for SandboxActor {
             max_output_bytes: self.record.agent.max_output_bytes(),
             cancel,
             started_at,
-        })
+        }))
     }
 }
 
@@ -528,7 +562,80 @@ impl Handler<Inflight> for SandboxActor {
     type Result = usize;
 
     fn handle(&mut self, _: Inflight, _: &mut Context<Self>) -> usize {
-        self.running.len() + usize::from(self.configuring.is_some())
+        self.running.len() + self.execs.len() + usize::from(self.configuring.is_some())
+    }
+}
+
+/// Code mode (exec, files): 404 → 409 phase, in both modes.
+fn check_code(actor: &SandboxActor, caller: &Principal) -> Result<(), Rejection> {
+    if !caller.may_access(&actor.record.created_by.sub) {
+        return Err(Rejection::not_found());
+    }
+    if actor.phase != Phase::Running {
+        return Err(Rejection::new(409, "invalid_phase")
+            .message(format!("sandbox is {}, not Running", actor.phase.as_str()))
+            .field("phase", actor.phase.as_str()));
+    }
+    Ok(())
+}
+
+/// Admission of one exec: the plan of its run.
+#[derive(Message)]
+#[rtype(result = "Result<RunPlan, Rejection>")]
+pub struct AdmitExec {
+    pub caller: Principal,
+    pub exec_id: String,
+    pub argv: Vec<String>,
+    pub timeout: Duration,
+}
+
+impl Handler<AdmitExec> for SandboxActor {
+    type Result = Result<RunPlan, Rejection>;
+
+    fn handle(&mut self, m: AdmitExec, _: &mut Context<Self>) -> Self::Result {
+        check_code(self, &m.caller)?;
+        if self.execs.contains_key(&m.exec_id) {
+            return Err(Rejection::new(409, "duplicate_exec_id"));
+        }
+        let cancel = CancellationToken::new();
+        self.execs.insert(m.exec_id, cancel.clone());
+        Ok(RunPlan {
+            argv: m.argv,
+            env: self.env(),
+            cwd: crate::runtime::WORKSPACE.to_string(),
+            network: self.record.network.allow_egress,
+            timeout: m.timeout,
+            idle_timeout: None,
+            max_output_bytes: self.record.agent.max_output_bytes(),
+            cancel,
+            started_at: now_unix_ms(),
+        })
+    }
+}
+
+/// An exec has ended and its process tree is gone.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ExecEnded(pub String);
+
+impl Handler<ExecEnded> for SandboxActor {
+    type Result = ();
+
+    fn handle(&mut self, m: ExecEnded, _: &mut Context<Self>) {
+        self.execs.remove(&m.0);
+    }
+}
+
+/// Admission of a file operation: 404 → 409 phase.
+#[derive(Message)]
+#[rtype(result = "Result<(), Rejection>")]
+pub struct AdmitFiles(pub Principal);
+
+impl Handler<AdmitFiles> for SandboxActor {
+    type Result = Result<(), Rejection>;
+
+    fn handle(&mut self, m: AdmitFiles, _: &mut Context<Self>) -> Self::Result {
+        check_code(self, &m.0)
     }
 }
 

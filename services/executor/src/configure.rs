@@ -228,6 +228,7 @@ pub async fn say(log: &EventLog, line: String) {
         stream: "stdout".into(),
         data: line,
         encoding: None,
+        partial: false,
     }))
     .await;
 }

@@ -7,8 +7,10 @@
 //! controller, HTTP to the router.
 
 pub mod actor;
+mod code;
 mod configure;
 mod events;
+mod files;
 mod hostview;
 mod listener;
 pub mod output;

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Node;
 use crate::actor::{
-    Admit, BeginConfigure, Cancel, EndConfigure, Handle, Query, RunEnded, SetPhase,
+    Admission, Admit, BeginConfigure, Cancel, EndConfigure, Handle, Query, RunEnded, SetPhase,
 };
 use crate::configure;
 use crate::events::EventLog;
@@ -56,13 +56,13 @@ pub async fn serve(
     }
 }
 
-async fn reply<T: Serialize>(node: &Node, msg: &Message, r: Result<T, Rejection>) {
+pub(crate) async fn reply<T: Serialize>(node: &Node, msg: &Message, r: Result<T, Rejection>) {
     if let Err(e) = respond_json(node.bus.as_ref(), msg, &Reply::from(r)).await {
         tracing::warn!(error = %e, subject = %msg.subject, "reply failed");
     }
 }
 
-fn decode<T: DeserializeOwned>(msg: &Message) -> Result<T, Rejection> {
+pub(crate) fn decode<T: DeserializeOwned>(msg: &Message) -> Result<T, Rejection> {
     msg.json().map_err(|e| {
         Rejection::new(400, "invalid_request").message(format!("malformed bus message: {e}"))
     })
@@ -72,6 +72,8 @@ async fn dispatch(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
     let verb = msg.subject.rsplit('.').next().and_then(Verb::parse);
     let r: Result<serde_json::Value, Rejection> = match verb {
         Some(Verb::Invoke) => return invoke(node, sbx, msg).await,
+        Some(Verb::Exec) => return crate::code::exec(node, sbx, msg).await,
+        Some(Verb::Files) => return crate::code::files(node, sbx, msg).await,
         Some(Verb::Configure) => return configure(node, sbx, msg).await,
         Some(Verb::Cancel) => match decode::<CancelRequest>(&msg) {
             Ok(c) => flatten(
@@ -117,13 +119,13 @@ async fn dispatch(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
                 Err(e) => Err(e),
             }
         }
-        Some(Verb::Exec | Verb::Files) | None => Err(Rejection::new(501, "not_implemented")
-            .message("this operation is not implemented by this executor yet")),
+        None => Err(Rejection::new(501, "not_implemented")
+            .message("this operation is not implemented by this executor")),
     };
     reply(&node, &msg, r).await;
 }
 
-fn flatten<T>(r: Result<Result<T, Rejection>, Rejection>) -> Result<T, Rejection> {
+pub(crate) fn flatten<T>(r: Result<Result<T, Rejection>, Rejection>) -> Result<T, Rejection> {
     r.and_then(|r| r)
 }
 
@@ -138,9 +140,14 @@ async fn invoke(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
         prompt: req.prompt.clone(),
         timeout: req.timeout_ms.map(Duration::from_millis),
         stdin_len: req.stdin_len,
+        idempotency_key: req.idempotency_key.clone(),
     };
     let plan = match flatten(sbx.handle.ask(admit).await) {
-        Ok(p) => p,
+        Ok(Admission::Run(p)) => p,
+        Ok(Admission::Existing { invoke_id, started_at }) => {
+            // A retry: the router follows the first invoke instead.
+            return reply(&node, &msg, Ok(InvokeAccepted { invoke_id, started_at })).await;
+        }
         Err(rej) => {
             if rej.status == 429 {
                 node.lifecycle(
@@ -273,7 +280,7 @@ async fn invoke(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
     });
 }
 
-async fn receive_stdin(
+pub(crate) async fn receive_stdin(
     node: Arc<Node>,
     mut sub: Subscription,
     mut received: u64,
@@ -296,7 +303,7 @@ async fn receive_stdin(
     }
 }
 
-async fn watch_attached(
+pub(crate) async fn watch_attached(
     mut sub: Subscription,
     grace: Duration,
     abandoned: CancellationToken,

@@ -19,28 +19,37 @@ pub struct LineSplitter {
 impl LineSplitter {
     /// Appends `chunk` and moves every complete line into `out`.
     pub fn push(&mut self, chunk: &[u8], out: &mut Vec<Vec<u8>>) {
+        let mut marked = Vec::new();
+        self.push_marked(chunk, &mut marked);
+        out.extend(marked.into_iter().map(|(line, _)| line));
+    }
+
+    /// As [`push`](Self::push), each line paired with whether it is
+    /// partial: a piece of a long line, which had no newline after it.
+    pub fn push_marked(&mut self, chunk: &[u8], out: &mut Vec<(Vec<u8>, bool)>) {
         let mut rest = chunk;
         while let Some(i) = rest.iter().position(|&b| b == b'\n') {
             self.buf.extend_from_slice(&rest[..i]);
             self.drain_long(out);
-            out.push(std::mem::take(&mut self.buf));
+            out.push((std::mem::take(&mut self.buf), false));
             rest = &rest[i + 1..];
         }
         self.buf.extend_from_slice(rest);
         self.drain_long(out);
     }
 
-    /// The last line when the output did not end with a newline.
+    /// The last line when the output did not end with a newline (always
+    /// partial).
     pub fn finish(&mut self) -> Option<Vec<u8>> {
         (!self.buf.is_empty()).then(|| std::mem::take(&mut self.buf))
     }
 
     /// Emits full-size pieces while the pending line is over the limit.
-    fn drain_long(&mut self, out: &mut Vec<Vec<u8>>) {
+    fn drain_long(&mut self, out: &mut Vec<(Vec<u8>, bool)>) {
         while self.buf.len() > MAX_LINE {
             let cut = utf8_cut(&self.buf, MAX_LINE);
             let tail = self.buf.split_off(cut);
-            out.push(std::mem::replace(&mut self.buf, tail));
+            out.push((std::mem::replace(&mut self.buf, tail), true));
         }
     }
 }
@@ -114,6 +123,30 @@ mod tests {
                 .all(|l| l.len() <= MAX_LINE && std::str::from_utf8(l).is_ok())
         );
         assert_eq!(lines.concat(), line.as_bytes());
+    }
+
+    #[test]
+    fn partial_marks_rebuild_the_output_exactly() {
+        let long = vec![b'x'; MAX_LINE + 10];
+        let mut input = b"a\n\nb".to_vec();
+        input.extend_from_slice(b"\n");
+        input.extend_from_slice(&long);
+        input.extend_from_slice(b"\nend");
+        let mut s = LineSplitter::default();
+        let mut out = Vec::new();
+        for c in input.chunks(1000) {
+            s.push_marked(c, &mut out);
+        }
+        out.extend(s.finish().map(|l| (l, true)));
+        let mut rebuilt = Vec::new();
+        for (line, partial) in &out {
+            rebuilt.extend_from_slice(line);
+            if !partial {
+                rebuilt.push(b'\n');
+            }
+        }
+        assert_eq!(rebuilt, input);
+        assert_eq!(out.iter().filter(|(_, p)| *p).count(), 2);
     }
 
     #[test]

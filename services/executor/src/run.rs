@@ -44,7 +44,8 @@ pub struct Outcome {
 }
 
 enum Out {
-    Line(&'static str, Vec<u8>),
+    /// A line of a stream, and whether it is partial (no newline after it).
+    Line(&'static str, Vec<u8>, bool),
     Bytes(u64),
     Done,
 }
@@ -61,15 +62,15 @@ async fn pump(mut r: impl AsyncRead + Unpin, stream: &'static str, tx: mpsc::Sen
         if tx.send(Out::Bytes(n as u64)).await.is_err() {
             return;
         }
-        split.push(&buf[..n], &mut lines);
-        for l in lines.drain(..) {
-            if tx.send(Out::Line(stream, l)).await.is_err() {
+        split.push_marked(&buf[..n], &mut lines);
+        for (l, partial) in lines.drain(..) {
+            if tx.send(Out::Line(stream, l, partial)).await.is_err() {
                 return;
             }
         }
     }
     if let Some(l) = split.finish() {
-        let _ = tx.send(Out::Line(stream, l)).await;
+        let _ = tx.send(Out::Line(stream, l, true)).await;
     }
     let _ = tx.send(Out::Done).await;
 }
@@ -132,20 +133,22 @@ pub async fn run(
         let kill_at = killed_at.map(|t| t + KILL_GRACE);
         tokio::select! {
             out = rx.recv(), if open_streams > 0 => match out {
-                Some(Out::Line(stream, bytes)) => {
+                Some(Out::Line(stream, bytes, partial)) => {
                     if capture {
                         captured.extend_from_slice(&bytes);
-                        captured.push(b'\n');
+                        if !partial {
+                            captured.push(b'\n');
+                        }
                     }
                     let (data, encoding) = encode_line(&bytes);
-                    log.emit(EventKind::Log(LogData { stream: stream.into(), data, encoding })).await;
+                    log.emit(EventKind::Log(LogData { stream: stream.into(), data, encoding, partial })).await;
                 }
                 Some(Out::Bytes(n)) => {
                     last_output = tokio::time::Instant::now();
                     output_bytes += n;
                     if output_bytes > limits.max_output_bytes && end.is_none() {
                         let msg = format!("output limit of {} bytes reached; the run was stopped", limits.max_output_bytes);
-                        log.emit(EventKind::Log(LogData { stream: "stderr".into(), data: format!("[agenttier] {msg}"), encoding: None })).await;
+                        log.emit(EventKind::Log(LogData { stream: "stderr".into(), data: format!("[agenttier] {msg}"), encoding: None, partial: false })).await;
                         end = Some((ExitReason::Error, "output_limit", msg));
                         runtime::signal_tree(pgid, Signal::SIGKILL);
                     }

@@ -95,9 +95,11 @@ pub(crate) async fn invoke(
     Caller(caller): Caller,
     Path(id): Path<String>,
     Query(q): Query<InvokeQuery>,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let sbx = resolve(&ctx, &caller, &id, q.namespace.as_deref()).await?;
+    let idempotency_key = idempotency_key(&headers)?;
     let timeout_ms = match q.timeout.as_deref().filter(|t| !t.is_empty()) {
         None => None,
         Some(t) => Some(
@@ -125,8 +127,14 @@ pub(crate) async fn invoke(
         detach,
         stdin_len: stdin.len() as u64,
         stdin: stdin.slice(..stdin.len().min(CHUNK_BYTES)),
+        idempotency_key,
     };
     let accepted: InvokeAccepted = ask(&ctx, &sbx, Verb::Invoke, &req, RUNNING).await?;
+    if accepted.invoke_id != invoke_id {
+        // A retry of an earlier request: follow the invoke it started.
+        tracing::info!(namespace = %sbx.namespace, name = %sbx.name, invoke_id = %accepted.invoke_id, "invoke retried with its Idempotency-Key");
+        return follow(&ctx, accepted.invoke_id, 0, detach).await;
+    }
     tracing::info!(namespace = %sbx.namespace, name = %sbx.name, %invoke_id, "invoke accepted");
     if stdin.len() > CHUNK_BYTES {
         tokio::spawn(send_stdin(ctx.clone(), invoke_id.clone(), stdin));
@@ -269,6 +277,13 @@ pub(crate) async fn events(
     if !known {
         return Err(invoke_not_found());
     }
+    tracing::debug!(namespace = %sbx.namespace, name = %sbx.name, %invoke_id, after, "invoke stream resumed");
+    follow(&ctx, invoke_id, after, false).await
+}
+
+/// Streams an existing invoke from after `after`: subscribe, replay what is
+/// retained, then follow live (resume, and retries with an Idempotency-Key).
+async fn follow(ctx: &Ctx, invoke_id: String, after: u64, detach: bool) -> Result<Response, ApiError> {
     let sub = ctx
         .bus
         .subscribe(ctx.subjects.invoke_events(&invoke_id))
@@ -288,13 +303,12 @@ pub(crate) async fn events(
         ReplayError::Bus(other) => bus_unavailable(other),
         ReplayError::Rejected(r) => ApiError::Rejected(r),
     })?;
-    tracing::debug!(namespace = %sbx.namespace, name = %sbx.name, %invoke_id, after, "invoke stream resumed");
     let relay = Relay {
         bus: ctx.bus.clone(),
         kind: Kind::Invoke {
             invoke_id: invoke_id.clone(),
             replay: replay_subject,
-            attached: Some(ctx.subjects.invoke_attached(&invoke_id)),
+            attached: (!detach).then(|| ctx.subjects.invoke_attached(&invoke_id)),
             started_at: None,
         },
         liveness: ctx.config.liveness_timeout,
@@ -305,6 +319,21 @@ pub(crate) async fn events(
         relay.spawn(sub, after, Some(initial)),
         ctx.config.keepalive_interval,
     ))
+}
+
+/// The `Idempotency-Key` header: 1 to 255 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    match v.to_str() {
+        Ok(k) if !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()) => {
+            Ok(Some(k.to_string()))
+        }
+        _ => Err(ApiError::InvalidRequest(
+            "Idempotency-Key must be 1 to 255 visible ASCII characters".into(),
+        )),
+    }
 }
 
 #[cfg(test)]

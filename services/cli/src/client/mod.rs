@@ -24,6 +24,7 @@ mod sse;
 mod words;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 pub use http::{Api, Error, Result};
 pub use output::Format;
@@ -85,8 +86,10 @@ pub enum Command {
     #[command(subcommand)]
     Template(sandbox::TemplateCmd),
     /// Give an agent sandbox its files, install command and entrypoint.
+    #[command(after_help = agent::EXAMPLES)]
     Configure(agent::ConfigureArgs),
     /// Run an agent sandbox's entrypoint; exits with its exit code.
+    #[command(after_help = invoke::EXAMPLES)]
     Invoke(invoke::InvokeArgs),
     /// Create, list and revoke your API keys.
     #[command(subcommand, alias = "apikeys")]
@@ -166,4 +169,10 @@ async fn run(g: Globals, cmd: Command) -> Result<i32> {
         Command::Login(a) => keys::login(&api, &settings, a).await,
         Command::Whoami => keys::whoami(&api, out).await,
     }
+}
+
+/// A clap value parser for durations: `30s`, `5m`, `1h30m`, bare seconds.
+pub fn duration_arg(s: &str) -> Result<Duration, String> {
+    agenttier_bus::model::parse_duration(s)
+        .ok_or_else(|| format!("{s:?} is not a duration like 30s, 5m or 1h30m"))
 }

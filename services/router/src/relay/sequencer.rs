@@ -127,6 +127,7 @@ mod tests {
                 stream: "stdout".into(),
                 data: format!("line {seq}"),
                 encoding: None,
+                partial: false,
             }),
         }
     }

@@ -17,6 +17,7 @@ fn log(seq: u64) -> Event {
             stream: "stdout".into(),
             data: format!("line {seq}"),
             encoding: None,
+            partial: false,
         }),
     }
 }

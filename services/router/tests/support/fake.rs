@@ -127,6 +127,7 @@ fn log_line(data: String) -> EventKind {
         stream: "stdout".into(),
         data,
         encoding: None,
+        partial: false,
     })
 }
 
