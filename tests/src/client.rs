@@ -554,6 +554,109 @@ pub async fn wait_ready(sys: &dyn System) {
     }
 }
 
+/// Code mode (SPEC §2.4): exec and the file API. File paths are absolute
+/// (`/workspace/a.txt`) and go in the URL without their leading `/`, as
+/// v0.8 clients send them.
+impl Client {
+    /// `POST /sandboxes/{name}/exec` with `body`, answered as JSON.
+    pub async fn exec(&self, name: &str, body: &Value) -> Reply {
+        self.post_json(&format!("/sandboxes/{name}/exec"), body)
+            .await
+    }
+
+    /// `POST /sandboxes/{name}/exec` with `Accept: text/event-stream`.
+    pub async fn exec_stream(&self, name: &str, body: &Value) -> Streamed {
+        let rb = self
+            .request(Method::POST, &format!("/sandboxes/{name}/exec"))
+            .header("Accept", "text/event-stream")
+            .json(body);
+        self.streamed(rb).await
+    }
+
+    /// `GET /sandboxes/{name}/files/?path=<dir>` (v0.8's spelling).
+    pub async fn list_files(&self, name: &str, dir: &str) -> Reply {
+        self.send(
+            self.request(Method::GET, &format!("/sandboxes/{name}/files/"))
+                .query(&[("path", dir)]),
+        )
+        .await
+    }
+
+    /// `GET /sandboxes/{name}/files/<path>`: the status and the raw body.
+    pub async fn read_file(&self, name: &str, path: &str) -> (StatusCode, Bytes) {
+        let resp = self
+            .request(Method::GET, &file_url(name, path))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("request to {} failed: {e}", self.base));
+        let status = resp.status();
+        (status, resp.bytes().await.unwrap_or_default())
+    }
+
+    /// `PUT /sandboxes/{name}/files/<path>` with `data` as the raw body.
+    pub async fn write_file(
+        &self,
+        name: &str,
+        path: &str,
+        data: impl Into<reqwest::Body>,
+    ) -> Reply {
+        self.send(
+            self.request(Method::PUT, &file_url(name, path))
+                .header("Content-Type", "application/octet-stream")
+                .body(data),
+        )
+        .await
+    }
+
+    /// `DELETE /sandboxes/{name}/files/<path>`.
+    pub async fn delete_file(&self, name: &str, path: &str) -> Reply {
+        self.send(self.request(Method::DELETE, &file_url(name, path)))
+            .await
+    }
+
+    /// Sends `METHOD <raw path>` as written, over a plain TCP connection,
+    /// so that `..` and `%2e%2e` reach the server unnormalized (HTTP client
+    /// libraries resolve them first); returns the status and the body.
+    pub async fn raw_request(&self, method: &str, raw_path: &str, body: &[u8]) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.base.trim_start_matches("http://").to_string();
+        let mut conn = tokio::net::TcpStream::connect(&addr)
+            .await
+            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        let key = self
+            .key
+            .as_deref()
+            .map(|k| format!("X-API-Key: {k}\r\n"))
+            .unwrap_or_default();
+        let head = format!(
+            "{method} {raw_path} HTTP/1.1\r\nHost: {addr}\r\n{key}Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        conn.write_all(head.as_bytes())
+            .await
+            .expect("send the request");
+        conn.write_all(body).await.expect("send the body");
+        let mut out = Vec::new();
+        conn.read_to_end(&mut out).await.expect("read the answer");
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
+    }
+}
+
+/// `/sandboxes/{name}/files/<path without its leading />`.
+fn file_url(name: &str, path: &str) -> String {
+    format!("/sandboxes/{name}/files/{}", path.trim_start_matches('/'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,8 +10,9 @@ use crate::NatsServer;
 use crate::process::{Proc, random_api_key};
 
 /// How long a run outlives its last client in the harness (30 s by default;
-/// short here so abandonment can be tested).
-pub const CLIENT_GRACE: &str = "3s";
+/// short here so abandonment can be tested, yet longer than the 5 s between
+/// a router's `attached` messages).
+pub const CLIENT_GRACE: &str = "8s";
 
 /// A whole AgentTier, whatever its shape, as a scenario sees it.
 pub trait System: Send + Sync {
@@ -226,6 +227,10 @@ impl Distributed {
     }
 
     /// Terminates the executor and starts it again on its data directory.
+    pub fn nats_mut(&mut self) -> &mut NatsServer {
+        &mut self.nats
+    }
+
     pub fn executor(&mut self) -> &mut Proc {
         &mut self.executor
     }

@@ -51,18 +51,29 @@ async fn stalled_client_costs_bounded_memory_and_loses_nothing_silently(sys: &mu
     let mut expected_seq = 2u64;
     let (mut lines, mut gaps, mut exits) = (0u64, 0u64, 0);
     while let Some(e) = s.next().await {
-        let seq: u64 = e.id.as_deref().and_then(|i| i.parse().ok()).expect("every event has an id");
+        let seq: u64 =
+            e.id.as_deref()
+                .and_then(|i| i.parse().ok())
+                .expect("every event has an id");
         match e.event.as_str() {
             "log" => {
                 assert_eq!(seq, expected_seq, "in order, no duplicates");
-                let n: u64 = e.data["data"].as_str().unwrap_or_default()[..8].parse().expect("numbered line");
+                let n: u64 = e.data["data"].as_str().unwrap_or_default()[..8]
+                    .parse()
+                    .expect("numbered line");
                 assert_eq!(n, seq - 2, "line {n} arrived as event {seq}");
                 lines += 1;
                 expected_seq += 1;
             }
             "gap" => {
-                let (from, to) = (e.data["from"].as_u64().expect("from"), e.data["to"].as_u64().expect("to"));
-                assert_eq!(from, expected_seq, "a gap starts where delivery stopped: {e:?}");
+                let (from, to) = (
+                    e.data["from"].as_u64().expect("from"),
+                    e.data["to"].as_u64().expect("to"),
+                );
+                assert_eq!(
+                    from, expected_seq,
+                    "a gap starts where delivery stopped: {e:?}"
+                );
                 assert!(to >= from, "{e:?}");
                 gaps += to - from + 1;
                 expected_seq = to + 1;
@@ -77,13 +88,20 @@ async fn stalled_client_costs_bounded_memory_and_loses_nothing_silently(sys: &mu
         peak = peak.max(rss_kib(router));
     }
     assert_eq!(exits, 1, "exactly one exit");
-    assert_eq!(lines + gaps, LINES, "every line delivered or accounted for by a gap");
+    assert_eq!(
+        lines + gaps,
+        LINES,
+        "every line delivered or accounted for by a gap"
+    );
     assert!(lines > 0);
     if sys.shape() == "distributed" {
         // The router alone: its per-stream buffers are bounded (4 MiB of live
         // events, 64 events for the client, one replay reply), far below the
         // ~50 MB the run wrote; a relay that queued everything grows ~60 MB.
         let grew_mib = peak.saturating_sub(baseline) / 1024;
-        assert!(grew_mib <= 24, "router grew by {grew_mib} MiB for one stalled client");
+        assert!(
+            grew_mib <= 24,
+            "router grew by {grew_mib} MiB for one stalled client"
+        );
     }
 }

@@ -20,7 +20,10 @@ fn marker(tag: &str) -> String {
 
 /// The state of `invoke_id` in `GET /sandboxes/{name}/invokes`.
 async fn invoke_state(c: &Client, name: &str, invoke_id: &str) -> String {
-    let r = c.get_json(&format!("/sandboxes/{name}/invokes")).await.expect(200);
+    let r = c
+        .get_json(&format!("/sandboxes/{name}/invokes"))
+        .await
+        .expect(200);
     r.body["invokes"]
         .as_array()
         .and_then(|l| l.iter().find(|i| i["invokeId"] == invoke_id))
@@ -29,7 +32,10 @@ async fn invoke_state(c: &Client, name: &str, invoke_id: &str) -> String {
 }
 
 fn invoke_id(start: &agenttier_tests::client::SseEvent) -> String {
-    start.data["invokeId"].as_str().expect("invokeId").to_string()
+    start.data["invokeId"]
+        .as_str()
+        .expect("invokeId")
+        .to_string()
 }
 
 async fn abandoned_runs_are_canceled_after_the_grace_unless_detached(sys: &mut dyn System) {
@@ -37,34 +43,53 @@ async fn abandoned_runs_are_canceled_after_the_grace_unless_detached(sys: &mut d
     c.create_running("gone-a", "langgraph-agent").await;
     let mark = marker("gone");
     let script = format!("echo started; sleep 300; : {mark}");
-    c.configure("gone-a", &json!({"entrypoint": ["sh", "-c", script]})).await;
+    c.configure("gone-a", &json!({"entrypoint": ["sh", "-c", script]}))
+        .await;
 
-    // Attached, then gone: canceled once nobody has been attached for the grace (3 s).
+    // Attached, then gone: canceled once nobody has been attached for the
+    // grace (8 s in the harness).
     let mut s = c.invoke_stream("gone-a", "", &[]).await.stream();
     let id = invoke_id(&s.until("start").await);
     s.until("log").await;
     drop(s);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(invoke_state(&c, "gone-a", &id).await, "running", "the grace holds");
-    let canceled = wait_for(Duration::from_secs(10), || async {
+    assert_eq!(
+        invoke_state(&c, "gone-a", &id).await,
+        "running",
+        "the grace holds"
+    );
+    let canceled = wait_for(Duration::from_secs(15), || async {
         invoke_state(&c, "gone-a", &id).await == "canceled"
     })
     .await;
-    assert!(canceled, "abandoned run still {}", invoke_state(&c, "gone-a", &id).await);
+    assert!(
+        canceled,
+        "abandoned run still {}",
+        invoke_state(&c, "gone-a", &id).await
+    );
     let resumed = finish(c.events_stream("gone-a", &id, 0).await.stream()).await;
     let exit = resumed.event("exit");
-    assert_eq!((exit.data["reason"].as_str(), exit.data["cause"].as_str()), (Some("canceled"), Some("client_gone")));
+    assert_eq!(
+        (exit.data["reason"].as_str(), exit.data["cause"].as_str()),
+        (Some("canceled"), Some("client_gone"))
+    );
     assert!(
-        wait_for(Duration::from_secs(3), || async { processes_with(&mark).is_empty() }).await,
+        wait_for(Duration::from_secs(3), || async {
+            processes_with(&mark).is_empty()
+        })
+        .await,
         "left behind: {:?}",
         processes_with(&mark)
     );
 
     // Detached: it outlives its client.
-    let mut s = c.invoke_stream("gone-a", "", &[("detach", "true")]).await.stream();
+    let mut s = c
+        .invoke_stream("gone-a", "", &[("detach", "true")])
+        .await
+        .stream();
     let id = invoke_id(&s.until("start").await);
     drop(s);
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    tokio::time::sleep(Duration::from_secs(11)).await;
     assert_eq!(invoke_state(&c, "gone-a", &id).await, "running");
     c.cancel("gone-a", Some(&id)).await.expect(204);
 }
@@ -89,7 +114,11 @@ async fn a_retry_with_the_same_idempotency_key_attaches_to_the_same_run(sys: &mu
     let retry = b.send_stream(post(&b, "key-1")).await.stream();
     let (first, retry) = (finish(first).await, finish(retry).await);
     let id = invoke_id(first.event("start"));
-    assert_eq!(invoke_id(retry.event("start")), id, "the retry follows the same invoke");
+    assert_eq!(
+        invoke_id(retry.event("start")),
+        id,
+        "the retry follows the same invoke"
+    );
     assert_eq!(first.lines("stdout"), ["one", "two"]);
     assert_eq!(retry.lines("stdout"), ["one", "two"]);
     // After it finished, a retry still replays it rather than running again.
@@ -97,7 +126,11 @@ async fn a_retry_with_the_same_idempotency_key_attaches_to_the_same_run(sys: &mu
     assert_eq!(invoke_id(late.event("start")), id);
     assert_eq!(late.event("exit").data["exitCode"], 0);
     let other = finish(a.send_stream(post(&a, "key-2")).await.stream()).await;
-    assert_ne!(invoke_id(other.event("start")), id, "another key, another run");
+    assert_ne!(
+        invoke_id(other.event("start")),
+        id,
+        "another key, another run"
+    );
     let r = a.get_json("/sandboxes/idem-a/invokes").await.expect(200);
     assert_eq!(r.body["invokes"].as_array().map(Vec::len), Some(2), "{r:?}");
     // A key that is not a header-safe token is refused.
@@ -119,7 +152,8 @@ async fn executor_killed_mid_run_ends_the_stream_with_executor_lost() {
     c.create_running("lost-a", "langgraph-agent").await;
     let mark = marker("lost");
     let script = format!("echo started; sleep 300; : {mark}");
-    c.configure("lost-a", &json!({"entrypoint": ["sh", "-c", script]})).await;
+    c.configure("lost-a", &json!({"entrypoint": ["sh", "-c", script]}))
+        .await;
 
     let mut s = c.invoke_stream("lost-a", "", &[]).await.stream();
     s.until("log").await;
@@ -129,10 +163,16 @@ async fn executor_killed_mid_run_ends_the_stream_with_executor_lost() {
     let took = killed.elapsed();
     assert_eq!(exit.data["reason"], "error", "{exit:?}");
     assert_eq!(exit.data["cause"], "executor_lost", "{exit:?}");
-    assert!(took < Duration::from_secs(5), "executor_lost after {took:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "executor_lost after {took:?}"
+    );
     assert!(s.next().await.is_none(), "the stream ends after exit");
     assert!(
-        wait_for(Duration::from_secs(2), || async { processes_with(&mark).is_empty() }).await,
+        wait_for(Duration::from_secs(2), || async {
+            processes_with(&mark).is_empty()
+        })
+        .await,
         "sandbox processes outlived their executor: {:?}",
         processes_with(&mark)
     );
@@ -141,7 +181,10 @@ async fn executor_killed_mid_run_ends_the_stream_with_executor_lost() {
     sys.executor().restart();
     let back = Instant::now();
     let done = loop {
-        let reconfigured = match c.configure_stream("lost-a", &json!({"entrypoint": ["echo", "again"]})).await {
+        let reconfigured = match c
+            .configure_stream("lost-a", &json!({"entrypoint": ["echo", "again"]}))
+            .await
+        {
             s @ agenttier_tests::client::Streamed::Stream(_) => {
                 finish(s.stream()).await;
                 true
@@ -152,14 +195,20 @@ async fn executor_killed_mid_run_ends_the_stream_with_executor_lost() {
             c.invoke_stream("lost-a", "", &[]).await
         } else {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            assert!(back.elapsed() < Duration::from_secs(10), "executor not back within 10 s");
+            assert!(
+                back.elapsed() < Duration::from_secs(10),
+                "executor not back within 10 s"
+            );
             continue;
         };
         match attempt {
             s @ agenttier_tests::client::Streamed::Stream(_) => break finish(s.stream()).await,
             agenttier_tests::client::Streamed::Refused(r) => {
                 assert!(r.status == 503 || r.status == 409, "{r:?}");
-                assert!(back.elapsed() < Duration::from_secs(10), "not admitted: {r:?}");
+                assert!(
+                    back.elapsed() < Duration::from_secs(10),
+                    "not admitted: {r:?}"
+                );
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
@@ -204,7 +253,12 @@ async fn router_killed_mid_stream_the_other_router_resumes_without_loss() {
             let e = s.next().await.expect("stream ended before the cut");
             last_id = e.id.as_deref().and_then(|i| i.parse().ok()).expect("id");
             if e.event == "log" {
-                got.push(e.data["data"].as_str().and_then(|d| d.parse().ok()).expect("a number"));
+                got.push(
+                    e.data["data"]
+                        .as_str()
+                        .and_then(|d| d.parse().ok())
+                        .expect("a number"),
+                );
             }
         }
         sys.router(0).kill();
@@ -217,11 +271,110 @@ async fn router_killed_mid_stream_the_other_router_resumes_without_loss() {
             .map(|e| e.id.as_deref().and_then(|i| i.parse().ok()).expect("id"))
             .collect();
         let want: Vec<u64> = (last_id + 1..=last_id + ids.len() as u64).collect();
-        assert_eq!(ids, want, "resumed right after {last_id}, in order, no duplicates");
-        got.extend(resumed.lines("stdout").iter().map(|l| l.parse::<u64>().expect("a number")));
-        assert_eq!(got, (0..LINES).collect::<Vec<_>>(), "cut at {cut}: every line exactly once");
-        assert_eq!(resumed.events.iter().filter(|e| e.event == "exit").count(), 1);
+        assert_eq!(
+            ids, want,
+            "resumed right after {last_id}, in order, no duplicates"
+        );
+        got.extend(
+            resumed
+                .lines("stdout")
+                .iter()
+                .map(|l| l.parse::<u64>().expect("a number")),
+        );
+        assert_eq!(
+            got,
+            (0..LINES).collect::<Vec<_>>(),
+            "cut at {cut}: every line exactly once"
+        );
+        assert_eq!(
+            resumed.events.iter().filter(|e| e.event == "exit").count(),
+            1
+        );
         assert_eq!(resumed.event("exit").data["exitCode"], 0);
         sys.router(0).restart();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_killed_and_restarted_every_stream_still_ends_once_without_silent_gaps() {
+    const RUNS: usize = 8;
+    const LINES: u64 = 60;
+    let mut sys = distributed().await;
+    let urls = sys.urls();
+    let c = Client::new(&urls[0], Some(sys.admin_key()));
+    let script = format!(
+        "import time\nfor i in range({LINES}):\n    print(i, flush=True)\n    time.sleep(0.1)\n"
+    );
+    for n in 0..RUNS {
+        let name = format!("bus-{n}");
+        c.create_running(&name, "langgraph-agent").await;
+        c.configure(
+            &name,
+            &json!({"files": [{"path": "/workspace/tick.py", "content": script}],
+                    "entrypoint": ["python", "/workspace/tick.py"]}),
+        )
+        .await;
+    }
+    let mut streams = Vec::new();
+    for n in 0..RUNS {
+        let c = Client::new(&urls[n % urls.len()], Some(sys.admin_key()));
+        let mut s = c.invoke_stream(&format!("bus-{n}"), "", &[]).await.stream();
+        s.until("start").await;
+        streams.push(tokio::spawn(async move {
+            let mut events = Vec::new();
+            while let Some(e) = s.next().await {
+                events.push(e);
+            }
+            events
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    sys.nats_mut().kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    sys.nats_mut().restart();
+
+    for (n, s) in streams.into_iter().enumerate() {
+        let events = tokio::time::timeout(Duration::from_secs(60), s)
+            .await
+            .unwrap_or_else(|_| panic!("stream {n} hung"))
+            .expect("reader");
+        // Ids run on without holes: every seq is an event or inside a gap.
+        let mut next = 2u64; // after `start`
+        let mut lines = Vec::new();
+        for e in &events {
+            let id: u64 = e.id.as_deref().and_then(|i| i.parse().ok()).expect("id");
+            match e.event.as_str() {
+                "gap" => {
+                    assert_eq!(e.data["from"].as_u64(), Some(next), "run {n}: {e:?}");
+                    next = e.data["to"].as_u64().expect("to") + 1;
+                }
+                _ => {
+                    assert_eq!(id, next, "run {n}: no silent hole, no duplicate");
+                    next += 1;
+                    if e.event == "log" {
+                        lines.push(e.data["data"].as_str().unwrap_or_default().to_string());
+                    }
+                }
+            }
+        }
+        let exits: Vec<_> = events.iter().filter(|e| e.event == "exit").collect();
+        assert_eq!(exits.len(), 1, "run {n}: exactly one terminal event");
+        assert_eq!(events.last().map(|e| e.event.as_str()), Some("exit"));
+        // The runs outlived the outage: they completed, every line delivered.
+        assert_eq!(
+            exits[0].data["reason"], "completed",
+            "run {n}: {:?}",
+            exits[0]
+        );
+        let want: Vec<String> = (0..LINES).map(|i| i.to_string()).collect();
+        assert_eq!(lines, want, "run {n}");
+    }
+    // And the system still serves.
+    let again = c.invoke("bus-0", "", &[]).await;
+    assert_eq!(
+        again.event("exit").data["exitCode"],
+        0,
+        "{:?}",
+        again.events
+    );
 }

@@ -212,9 +212,12 @@ impl Handler<Admit> for SandboxActor {
 
     fn handle(&mut self, m: Admit, _: &mut Context<Self>) -> Self::Result {
         self.check_common(&m.caller, "invoke")?;
-        self.idempotency.retain(|_, (_, _, at)| at.elapsed() < IDEMPOTENCY_WINDOW);
+        self.idempotency
+            .retain(|_, (_, _, at)| at.elapsed() < IDEMPOTENCY_WINDOW);
         let idem = m.idempotency_key.map(|k| (m.caller.sub.clone(), k));
-        if let Some((invoke_id, started_at, _)) = idem.as_ref().and_then(|k| self.idempotency.get(k)) {
+        if let Some((invoke_id, started_at, _)) =
+            idem.as_ref().and_then(|k| self.idempotency.get(k))
+        {
             return Ok(Admission::Existing {
                 invoke_id: invoke_id.clone(),
                 started_at: *started_at,
@@ -254,8 +257,10 @@ impl Handler<Admit> for SandboxActor {
         let cancel = CancellationToken::new();
         let started_at = now_unix_ms();
         if let Some(k) = idem {
-            self.idempotency
-                .insert(k, (m.invoke_id.clone(), started_at, std::time::Instant::now()));
+            self.idempotency.insert(
+                k,
+                (m.invoke_id.clone(), started_at, std::time::Instant::now()),
+            );
         }
         self.running.insert(
             m.invoke_id,

@@ -90,6 +90,7 @@ pub(crate) async fn exec(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
     match bus.subscribe(node.subjects.exec_attached(&id)).await {
         Ok(sub) => {
             tokio::spawn(watch_attached(
+                bus.clone(),
                 sub,
                 node.client_grace,
                 abandoned.clone(),
@@ -182,7 +183,9 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, Rejection> {
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r.map_err(Rejection::from),
-        Err(e) => Err(Rejection::new(500, "file_error").message(format!("file operation failed: {e}"))),
+        Err(e) => {
+            Err(Rejection::new(500, "file_error").message(format!("file operation failed: {e}")))
+        }
     }
 }
 
@@ -269,7 +272,11 @@ async fn serve_download(node: Arc<Node>, mut sub: Subscription, mut file: tokio:
         };
         let end = chunk.is_empty();
         let headers = Headers::new().with(OFFSET_HEADER, offset.to_string());
-        if let Err(e) = node.bus.publish(reply_to, headers, Bytes::from(chunk)).await {
+        if let Err(e) = node
+            .bus
+            .publish(reply_to, headers, Bytes::from(chunk))
+            .await
+        {
             tracing::warn!(error = %e, "download chunk not sent");
         }
         if end {
@@ -372,9 +379,8 @@ async fn receive_file(
             return;
         }
         if let Err(e) = file.write_all(&msg.payload).await {
-            let r: Reply<WriteAck> = Reply::Rejected(
-                Rejection::new(500, "file_error").message(format!("staging: {e}")),
-            );
+            let r: Reply<WriteAck> =
+                Reply::Rejected(Rejection::new(500, "file_error").message(format!("staging: {e}")));
             let _ = respond_json(node.bus.as_ref(), &msg, &r).await;
             return;
         }

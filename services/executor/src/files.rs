@@ -150,7 +150,10 @@ impl Workspace {
         let mut at = PathBuf::new();
         for c in rel.components() {
             let Component::Normal(name) = c else {
-                return Err(Error::Invalid(format!("{:?} is not a plain path", shown(rel))));
+                return Err(Error::Invalid(format!(
+                    "{:?} is not a plain path",
+                    shown(rel)
+                )));
             };
             at.push(name);
             if create {
@@ -163,7 +166,9 @@ impl Workspace {
                 .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
                 .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
             cur = openat2(cur.as_fd(), name, how).map_err(|e| match e {
-                Errno::ENOTDIR => Error::Invalid(format!("{} is a file, not a directory", shown(&at))),
+                Errno::ENOTDIR => {
+                    Error::Invalid(format!("{} is a file, not a directory", shown(&at)))
+                }
                 Errno::ELOOP => Error::Invalid(format!("goes through the symlink {}", shown(&at))),
                 other => resolve_error(other, &at),
             })?;
@@ -214,7 +219,10 @@ impl Workspace {
                 "{:?} is a directory; list it with GET /files/?path={}",
                 t.shown, t.shown
             ))),
-            _ => Err(Error::Invalid(format!("{:?} is not a regular file", t.shown))),
+            _ => Err(Error::Invalid(format!(
+                "{:?} is not a regular file",
+                t.shown
+            ))),
         }
     }
 
@@ -251,8 +259,8 @@ impl Workspace {
             _ => 0o644,
         };
         let staging_dir = File::open(staging).map_err(|e| Error::Io(format!("staging: {e}")))?;
-        let staged_file = File::open(staging.join(staged))
-            .map_err(|e| Error::Io(format!("staging: {e}")))?;
+        let staged_file =
+            File::open(staging.join(staged)).map_err(|e| Error::Io(format!("staging: {e}")))?;
         fchmod(staged_file.as_fd(), Mode::from_bits_truncate(mode))
             .map_err(|e| io_error(e, "staging"))?;
         renameat(staging_dir.as_fd(), staged, parent.as_fd(), t.name())
@@ -266,7 +274,9 @@ impl Workspace {
     /// Deletes the file (or symlink, or empty directory) `t`.
     pub fn delete(&self, t: &Target) -> Result<(), Error> {
         if t.rel.as_os_str().is_empty() {
-            return Err(Error::Invalid("the workspace itself cannot be deleted".into()));
+            return Err(Error::Invalid(
+                "the workspace itself cannot be deleted".into(),
+            ));
         }
         let parent = self.open_beneath(t.parent(), OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;
         let st = fstatat(
@@ -391,27 +401,44 @@ mod tests {
         let got = write(d.path(), &w, "/workspace/a/b/c.txt", b"hello")
             .unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!((got.path.as_str(), got.bytes), ("/workspace/a/b/c.txt", 5));
-        assert_eq!(std::fs::read(root.join("a/b/c.txt")).ok(), Some(b"hello".to_vec()));
-        let (mut f, size) = w.open_read(&t("/workspace/a/b/c.txt")).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(
+            std::fs::read(root.join("a/b/c.txt")).ok(),
+            Some(b"hello".to_vec())
+        );
+        let (mut f, size) = w
+            .open_read(&t("/workspace/a/b/c.txt"))
+            .unwrap_or_else(|e| panic!("{e:?}"));
         let mut s = String::new();
         std::io::Read::read_to_string(&mut f, &mut s).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((s.as_str(), size), ("hello", 5));
-        let l = w.list(&t("/workspace/a")).unwrap_or_else(|e| panic!("{e:?}"));
+        let l = w
+            .list(&t("/workspace/a"))
+            .unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(l.entries.len(), 1);
         assert_eq!(l.entries[0].name, "b");
         assert!(l.entries[0].is_dir);
         assert!(l.entries[0].mode.starts_with('d'), "{:?}", l.entries[0]);
-        let l = w.list(&t("/workspace/a/b")).unwrap_or_else(|e| panic!("{e:?}"));
+        let l = w
+            .list(&t("/workspace/a/b"))
+            .unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(l.entries[0].mode, "-rw-r--r--");
         assert!(l.entries[0].modified_at > 1_600_000_000);
         assert_eq!(
             w.delete(&t("/workspace/a/b")),
-            Err(Error::NotEmpty("\"/workspace/a/b\" is a directory that is not empty".into()))
+            Err(Error::NotEmpty(
+                "\"/workspace/a/b\" is a directory that is not empty".into()
+            ))
         );
         assert_eq!(w.delete(&t("/workspace/a/b/c.txt")), Ok(()));
-        assert!(matches!(w.delete(&t("/workspace/a/b/c.txt")), Err(Error::NotFound(_))));
+        assert!(matches!(
+            w.delete(&t("/workspace/a/b/c.txt")),
+            Err(Error::NotFound(_))
+        ));
         assert_eq!(w.delete(&t("/workspace/a/b")), Ok(()));
-        assert!(matches!(w.open_read(&t("/workspace/nope")), Err(Error::NotFound(_))));
+        assert!(matches!(
+            w.open_read(&t("/workspace/nope")),
+            Err(Error::NotFound(_))
+        ));
         invalid(w.delete(&t("/workspace")));
     }
 
@@ -440,7 +467,11 @@ mod tests {
         symlink("in/ok.txt", root.join("inside-link")).unwrap_or_else(|e| panic!("{e}"));
         symlink("in", root.join("in-dir-link")).unwrap_or_else(|e| panic!("{e}"));
 
-        for p in ["/workspace/out/secret", "/workspace/secret-link", "/workspace/rel-link"] {
+        for p in [
+            "/workspace/out/secret",
+            "/workspace/secret-link",
+            "/workspace/rel-link",
+        ] {
             let m = invalid(w.open_read(&t(p)));
             assert!(m.contains("outside /workspace"), "{p}: {m}");
         }
@@ -451,11 +482,25 @@ mod tests {
         assert!(!outside.join("new").exists());
         // A symlink in the last place is replaced, never written through.
         write(d.path(), &w, "/workspace/secret-link", b"mine").unwrap_or_else(|e| panic!("{e:?}"));
-        assert_eq!(std::fs::read_to_string(outside.join("secret")).ok().as_deref(), Some("s"));
-        assert!(!std::fs::symlink_metadata(root.join("secret-link")).map(|m| m.file_type().is_symlink()).unwrap_or(true));
+        assert_eq!(
+            std::fs::read_to_string(outside.join("secret"))
+                .ok()
+                .as_deref(),
+            Some("s")
+        );
+        assert!(
+            !std::fs::symlink_metadata(root.join("secret-link"))
+                .map(|m| m.file_type().is_symlink())
+                .unwrap_or(true)
+        );
         // Inside the workspace, symlinks are followed for reads and listings.
         assert!(w.open_read(&t("/workspace/inside-link")).is_ok());
-        assert_eq!(w.list(&t("/workspace/in-dir-link")).map(|l| l.entries.len()).ok(), Some(1));
+        assert_eq!(
+            w.list(&t("/workspace/in-dir-link"))
+                .map(|l| l.entries.len())
+                .ok(),
+            Some(1)
+        );
         // Deleting a symlink removes the link, not its target.
         assert_eq!(w.delete(&t("/workspace/out")), Ok(()));
         assert!(outside.join("secret").exists());

@@ -35,7 +35,11 @@ pub fn args(path: &str, extra: &[PathBuf], hidden: &[PathBuf]) -> Vec<String> {
         match std::fs::symlink_metadata(link) {
             Ok(m) if m.file_type().is_symlink() => {
                 if let Ok(target) = std::fs::read_link(link) {
-                    a.extend(["--symlink".into(), target.display().to_string(), link.to_string()]);
+                    a.extend([
+                        "--symlink".into(),
+                        target.display().to_string(),
+                        link.to_string(),
+                    ]);
                 }
             }
             Ok(m) if m.is_dir() => ro_bind(&mut a, Path::new(link)),
@@ -55,7 +59,10 @@ pub fn args(path: &str, extra: &[PathBuf], hidden: &[PathBuf]) -> Vec<String> {
             bound.push(d);
         }
     }
-    for h in hidden.iter().filter(|h| bound.iter().any(|b| h.starts_with(b))) {
+    for h in hidden
+        .iter()
+        .filter(|h| bound.iter().any(|b| h.starts_with(b)))
+    {
         a.extend(["--tmpfs".into(), h.display().to_string()]);
     }
     for m in MASKED {
@@ -86,7 +93,10 @@ fn path_roots(path: &str) -> Vec<PathBuf> {
             Some("shims" | "bin") => {
                 let parent = p.parent().map(Path::to_path_buf).unwrap_or(p.clone());
                 // Stop at the tool's root, never a whole home or `/`.
-                if parent.parent().is_some_and(|g| g == Path::new("/") || g == Path::new("/home")) {
+                if parent
+                    .parent()
+                    .is_some_and(|g| g == Path::new("/") || g == Path::new("/home"))
+                {
                     p
                 } else {
                     tool_root(&parent)
@@ -138,14 +148,25 @@ mod tests {
         );
         // A bin directly in a home is bound alone, never the whole home.
         assert_eq!(path_roots("/home/bin"), [PathBuf::from("/home/bin")]);
-        assert_eq!(path_roots("/home/alice/bin"), [PathBuf::from("/home/alice/bin")]);
+        assert_eq!(
+            path_roots("/home/alice/bin"),
+            [PathBuf::from("/home/alice/bin")]
+        );
     }
 
     #[test]
     fn secrets_are_masked_and_the_host_is_not_bound_whole() {
-        let a = args("/usr/bin", &[], &[PathBuf::from("/opt/data"), PathBuf::from("/srv/data")]).join(" ");
+        let a = args(
+            "/usr/bin",
+            &[],
+            &[PathBuf::from("/opt/data"), PathBuf::from("/srv/data")],
+        )
+        .join(" ");
         assert!(a.contains("--tmpfs /opt/data"), "{a}");
-        assert!(!a.contains("/srv/data"), "not in the view, nothing to hide: {a}");
+        assert!(
+            !a.contains("/srv/data"),
+            "not in the view, nothing to hide: {a}"
+        );
         assert!(a.contains("--ro-bind /usr /usr"), "{a}");
         assert!(!a.contains("--ro-bind / /"), "{a}");
         if Path::new("/etc/shadow").exists() {

@@ -51,7 +51,11 @@ pub struct Args {
     pub isolation: Isolation,
     /// More host directories sandboxes may read (besides /usr, /etc, /opt
     /// and the directories on PATH), comma-separated.
-    #[arg(long = "sandbox-ro-bind", env = "AGENTTIER_SANDBOX_RO_BINDS", value_delimiter = ',')]
+    #[arg(
+        long = "sandbox-ro-bind",
+        env = "AGENTTIER_SANDBOX_RO_BINDS",
+        value_delimiter = ','
+    )]
     pub sandbox_ro_binds: Vec<PathBuf>,
     /// How long a run survives with no client attached (unless detached).
     #[arg(long, env = "AGENTTIER_CLIENT_GRACE", default_value = "30s", value_parser = duration_arg)]

@@ -144,9 +144,20 @@ async fn invoke(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
     };
     let plan = match flatten(sbx.handle.ask(admit).await) {
         Ok(Admission::Run(p)) => p,
-        Ok(Admission::Existing { invoke_id, started_at }) => {
+        Ok(Admission::Existing {
+            invoke_id,
+            started_at,
+        }) => {
             // A retry: the router follows the first invoke instead.
-            return reply(&node, &msg, Ok(InvokeAccepted { invoke_id, started_at })).await;
+            return reply(
+                &node,
+                &msg,
+                Ok(InvokeAccepted {
+                    invoke_id,
+                    started_at,
+                }),
+            )
+            .await;
         }
         Err(rej) => {
             if rej.status == 429 {
@@ -204,6 +215,7 @@ async fn invoke(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
         match bus.subscribe(node.subjects.invoke_attached(&id)).await {
             Ok(sub) => {
                 tokio::spawn(watch_attached(
+                    bus.clone(),
                     sub,
                     node.client_grace,
                     abandoned.clone(),
@@ -303,19 +315,32 @@ pub(crate) async fn receive_stdin(
     }
 }
 
+/// Cancels the run (`abandoned`) once no router has said `attached` for the
+/// grace period. Time while this executor's own bus connection is down does
+/// not count: it could not have heard anyone.
 pub(crate) async fn watch_attached(
+    bus: Arc<dyn agenttier_bus::Bus>,
     mut sub: Subscription,
     grace: Duration,
     abandoned: CancellationToken,
     done: CancellationToken,
 ) {
+    let mut heard = tokio::time::Instant::now();
+    let mut check = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
             _ = done.cancelled() => return,
-            m = sub.next() => if m.is_none() { return },
-            _ = tokio::time::sleep(grace) => {
-                abandoned.cancel();
-                return;
+            m = sub.next() => match m {
+                Some(_) => heard = tokio::time::Instant::now(),
+                None => return,
+            },
+            _ = check.tick() => {
+                if !bus.is_connected() {
+                    heard = tokio::time::Instant::now();
+                } else if heard.elapsed() >= grace {
+                    abandoned.cancel();
+                    return;
+                }
             }
         }
     }

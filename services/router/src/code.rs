@@ -239,8 +239,12 @@ async fn send_chunks(ctx: Ctx, subject: String, data: Bytes) {
             )
             .await;
         match r.and_then(|m| m.json::<StdinAck>()) {
-            Ok(ack) if ack.received as usize > offset => offset = ack.received as usize,
-            Ok(_) => {}
+            // `received` is where the executor wants the next chunk from.
+            Ok(ack) if ack.received as usize != offset => offset = ack.received as usize,
+            Ok(_) => {
+                tracing::warn!(%subject, offset, "stdin chunk not taken; giving up");
+                return;
+            }
             Err(e) => {
                 tracing::warn!(%subject, offset, error = %e, "stdin chunk not acknowledged; giving up");
                 return;
@@ -354,7 +358,8 @@ mod tests {
 
     #[test]
     fn commands_are_shell_strings_or_argv() {
-        let s = parse_body(br#"{"command": "echo hi | wc -c"}"#).unwrap_or_else(|e| panic!("{e:?}"));
+        let s =
+            parse_body(br#"{"command": "echo hi | wc -c"}"#).unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(s.argv, ["sh", "-c", "echo hi | wc -c"]);
         assert_eq!(s.timeout_ms, 30_000);
         let s = parse_body(br#"{"command": ["ls", "-l"], "timeout": 5, "stdin": "x"}"#)
@@ -362,11 +367,15 @@ mod tests {
         assert_eq!(s.argv, ["ls", "-l"]);
         assert_eq!((s.timeout_ms, s.stdin.as_ref()), (5_000, &b"x"[..]));
         assert_eq!(
-            parse_body(br#"{"command": "x", "timeout": "2m"}"#).map(|s| s.timeout_ms).ok(),
+            parse_body(br#"{"command": "x", "timeout": "2m"}"#)
+                .map(|s| s.timeout_ms)
+                .ok(),
             Some(120_000)
         );
         assert_eq!(
-            parse_body(br#"{"command": "x", "timeout": 0}"#).map(|s| s.timeout_ms).ok(),
+            parse_body(br#"{"command": "x", "timeout": 0}"#)
+                .map(|s| s.timeout_ms)
+                .ok(),
             Some(30_000)
         );
         for body in [
@@ -382,7 +391,10 @@ mod tests {
         }
         for t in ["3601", "-1", "\"forever\"", "true"] {
             let body = format!(r#"{{"command": "x", "timeout": {t}}}"#);
-            assert!(bad(parse_body(body.as_bytes())).starts_with("timeout:"), "{t}");
+            assert!(
+                bad(parse_body(body.as_bytes())).starts_with("timeout:"),
+                "{t}"
+            );
         }
         assert!(bad(parse_body(b"{not json")).contains("invalid JSON"));
     }
@@ -404,7 +416,11 @@ mod tests {
             seq,
             kind: EventKind::Exit(ExitData {
                 invoke_id: "exec-1".into(),
-                exit_code: if reason == ExitReason::Completed { 3 } else { -1 },
+                exit_code: if reason == ExitReason::Completed {
+                    3
+                } else {
+                    -1
+                },
                 duration_ms: 7,
                 reason,
                 cause: None,
@@ -466,7 +482,10 @@ mod tests {
         assert_eq!(v["stdout"], format!("01234567{TRUNCATED}"));
         assert_eq!(v["stderr"], "short\n");
         assert_eq!(v["truncated"], true);
-        assert_eq!((v["timedOut"].clone(), v["exitCode"].clone()), (json!(true), json!(-1)));
+        assert_eq!(
+            (v["timedOut"].clone(), v["exitCode"].clone()),
+            (json!(true), json!(-1))
+        );
     }
 
     #[tokio::test]
@@ -483,6 +502,9 @@ mod tests {
             OUTPUT_CAP,
         )
         .await;
-        assert!(v["stderr"].as_str().unwrap_or_default().contains("lost"), "{v}");
+        assert!(
+            v["stderr"].as_str().unwrap_or_default().contains("lost"),
+            "{v}"
+        );
     }
 }

@@ -283,7 +283,12 @@ pub(crate) async fn events(
 
 /// Streams an existing invoke from after `after`: subscribe, replay what is
 /// retained, then follow live (resume, and retries with an Idempotency-Key).
-async fn follow(ctx: &Ctx, invoke_id: String, after: u64, detach: bool) -> Result<Response, ApiError> {
+async fn follow(
+    ctx: &Ctx,
+    invoke_id: String,
+    after: u64,
+    detach: bool,
+) -> Result<Response, ApiError> {
     let sub = ctx
         .bus
         .subscribe(ctx.subjects.invoke_events(&invoke_id))

@@ -13,8 +13,10 @@
 
 mod actor;
 mod auth;
+mod code;
 mod configure;
 mod error;
+mod files;
 mod invoke;
 mod keys;
 mod relay;
@@ -148,6 +150,15 @@ fn routes(state: AppState, shutdown: CancellationToken) -> Router {
         .route(
             "/sandboxes/{id}/configure/install-log",
             get(configure::install_log),
+        )
+        .route("/sandboxes/{id}/exec", post(code::exec))
+        // v0.8 clients list with `/files/?path=`; `{*path}` never matches an
+        // empty tail, so both spellings of the list route are here.
+        .route("/sandboxes/{id}/files", get(files::list))
+        .route("/sandboxes/{id}/files/", get(files::list))
+        .route(
+            "/sandboxes/{id}/files/{*path}",
+            get(files::read).put(files::write).delete(files::delete),
         )
         .route("/templates", get(templates::list))
         .route("/templates/{name}", get(templates::get))

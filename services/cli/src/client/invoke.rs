@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::time::Instant;
 
-use super::output::{self, Format, s};
+use super::output::{self, outln, Format, s};
 use super::sse::{Event, EventStream};
 use super::{Api, Error, Result};
 
@@ -72,7 +72,7 @@ pub async fn run(api: &Api, out: Format, a: InvokeArgs) -> Result<i32> {
         cancel(api, &a.sandbox, ns, id).await?;
         match out {
             Format::Json => output::json(&json!({"invokeId": id, "canceled": true})),
-            Format::Human => println!("canceled {id}"),
+            Format::Human => outln!("canceled {id}"),
         }
         return Ok(0);
     }
@@ -259,7 +259,7 @@ impl Run<'_> {
                 let id = s(&data, "invokeId");
                 if self.detach {
                     if human {
-                        println!("{id}");
+                        outln!("{id}");
                     }
                     return Ok(Some(0));
                 }

@@ -95,8 +95,10 @@ pub enum Command {
     #[command(subcommand, alias = "apikeys")]
     Keys(keys::KeysCmd),
     /// Show the audit log (admins).
+    #[command(after_help = keys::AUDIT_EXAMPLES)]
     Audit(keys::AuditArgs),
-    /// Check an API URL and key, and save them to the config file.
+    /// Check an API URL and key, and save them to the config file (mode 0600).
+    #[command(after_help = keys::LOGIN_EXAMPLES)]
     Login(keys::LoginArgs),
     /// Show who the API key belongs to.
     #[command(after_help = "Example:\n  agenttier whoami")]

@@ -7,6 +7,32 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// `println!` that ends the process quietly, as SIGPIPE would (status 141),
+/// when stdout is a closed pipe (`agenttier sandbox list | head -1`),
+/// instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::client::output::print_line(format_args!($($arg)*))
+    };
+}
+pub(crate) use outln;
+
+/// Writes one line to stdout; see [`outln`].
+pub fn print_line(args: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{args}").and_then(|()| out.flush()) {
+        exit_on_broken_pipe(&e);
+    }
+}
+
+/// Ends the process with 141 (128 + SIGPIPE) when `e` says the reader of
+/// stdout is gone; there is no one left to tell anything.
+pub fn exit_on_broken_pipe(e: &std::io::Error) {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(141);
+    }
+}
+
 /// `--output`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -16,7 +42,7 @@ pub enum Format {
 
 /// Prints `v` as indented JSON on stdout.
 pub fn json(v: &Value) {
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
     );
@@ -24,18 +50,20 @@ pub fn json(v: &Value) {
 
 /// Prints `v` as one line of JSON on stdout (for streams), flushed.
 pub fn json_line(v: &Value) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{v}");
-    let _ = out.flush();
+    outln!("{v}");
 }
 
 /// Writes one line of a run's output, as bytes, to stdout or (for
 /// `stderr`) stderr, and flushes it: output appears as it arrives.
 pub fn write_line(stream: &str, bytes: &[u8]) {
     fn put(mut w: impl Write, bytes: &[u8]) {
-        let _ = w.write_all(bytes);
-        let _ = w.write_all(b"\n");
-        let _ = w.flush();
+        let r = w
+            .write_all(bytes)
+            .and_then(|()| w.write_all(b"\n"))
+            .and_then(|()| w.flush());
+        if let Err(e) = r {
+            exit_on_broken_pipe(&e);
+        }
     }
     if stream == "stderr" {
         put(std::io::stderr().lock(), bytes);
@@ -64,10 +92,9 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) {
         }
         s.trim_end().to_string()
     };
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{}", line(headers.to_vec()));
+    outln!("{}", line(headers.to_vec()));
     for row in rows {
-        let _ = writeln!(out, "{}", line(row.iter().map(String::as_str).collect()));
+        outln!("{}", line(row.iter().map(String::as_str).collect()));
     }
 }
 
@@ -75,7 +102,7 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) {
 pub fn fields(pairs: &[(&str, String)]) {
     let width = pairs.iter().map(|(k, _)| k.len() + 1).max().unwrap_or(0);
     for (k, v) in pairs.iter().filter(|(_, v)| !v.is_empty()) {
-        println!("{:<width$} {v}", format!("{k}:"));
+        outln!("{:<width$} {v}", format!("{k}:"));
     }
 }
 

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::output::{self, Format, Spinner, s};
+use super::output::{self, outln, Format, Spinner, s};
 use super::{Api, Error, Result, duration_arg};
 
 #[derive(Debug, clap::Subcommand)]
@@ -177,7 +177,7 @@ pub async fn run(api: &Api, out: Format, cmd: SandboxCmd) -> Result<i32> {
             if out == Format::Json {
                 output::json(&v);
             } else {
-                println!("sandbox {} is {}", a.target.name, s(&v, "status"));
+                outln!("sandbox {} is {}", a.target.name, s(&v, "status"));
             }
             Ok(0)
         }
@@ -198,7 +198,7 @@ async fn get(api: &Api, t: &Target) -> Result<Value> {
 fn done(out: Format, t: &Target, what: &str, v: Value) {
     match out {
         Format::Json => output::json(&v),
-        Format::Human => println!("{what} sandbox {}", t.name),
+        Format::Human => outln!("{what} sandbox {}", t.name),
     }
 }
 
@@ -219,7 +219,7 @@ async fn create(api: &Api, out: Format, a: CreateArgs) -> Result<i32> {
             .or(a.namespace),
     };
     if out == Format::Human {
-        println!(
+        outln!(
             "created sandbox {} (namespace {}, template {}, {})",
             t.name,
             t.namespace.as_deref().unwrap_or("default"),
@@ -236,7 +236,7 @@ async fn create(api: &Api, out: Format, a: CreateArgs) -> Result<i32> {
     let v = wait(api, &t, "Running", a.wait_timeout).await?;
     match out {
         Format::Json => output::json(&v),
-        Format::Human => println!("sandbox {} is Running", t.name),
+        Format::Human => outln!("sandbox {} is Running", t.name),
     }
     Ok(0)
 }
@@ -381,10 +381,10 @@ pub async fn template(api: &Api, out: Format, cmd: TemplateCmd) -> Result<i32> {
                 ("image", s(&v, "image")),
                 ("description", s(&v, "description")),
             ]);
-            println!("spec:");
+            outln!("spec:");
             let spec = serde_json::to_string_pretty(&v["spec"]).unwrap_or_default();
             for line in spec.lines() {
-                println!("  {line}");
+                outln!("  {line}");
             }
         }
     }

@@ -33,6 +33,8 @@ pub(crate) use sequencer::Sequencer;
 
 /// Events asked for in one replay request (the reply stays under 1 MiB).
 const REPLAY_LIMIT: u32 = 1000;
+/// How long a relay waits for an unreachable bus before it gives a run up.
+const BUS_OUTAGE_LIMIT: Duration = Duration::from_secs(30);
 /// Events buffered between the relay and a slow client.
 const CLIENT_BUFFER: usize = 64;
 /// Live event bytes a relay holds for a client that is behind; beyond it
@@ -84,7 +86,10 @@ fn bounded_feed(mut sub: Subscription, max_bytes: usize) -> Feed {
             }
         }
         if dropped > 0 {
-            tracing::debug!(dropped, "live events dropped for a slow client; replay filled them");
+            tracing::debug!(
+                dropped,
+                "live events dropped for a slow client; replay filled them"
+            );
         }
     });
     Feed { rx, held }
@@ -275,23 +280,42 @@ impl Run {
         Ok(())
     }
 
+    /// The retained events after the last one delivered. `None` means
+    /// nobody holds them: no responders (the executor is gone), a refusal,
+    /// or a bus that stayed unreachable for [`BUS_OUTAGE_LIMIT`]. While the
+    /// bus itself is down (a NATS restart) it waits and asks again, so an
+    /// outage of seconds costs a pause, not the stream.
     async fn fetch_replay(&self) -> Option<ReplayReply> {
         let (Kind::Invoke {
             replay: subject, ..
         }
         | Kind::Configure { replay: subject }) = &self.relay.kind;
-        match replay(
-            self.relay.bus.as_ref(),
-            subject,
-            self.seq.last(),
-            self.relay.liveness,
-        )
-        .await
-        {
-            Ok(r) => Some(r),
-            Err(e) => {
-                tracing::debug!(?e, "replay failed");
-                None
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(250);
+        loop {
+            let r = replay(
+                self.relay.bus.as_ref(),
+                subject,
+                self.seq.last(),
+                self.relay.liveness,
+            )
+            .await;
+            match r {
+                Ok(r) => return Some(r),
+                Err(ReplayError::Bus(agenttier_bus::Error::NoResponders))
+                | Err(ReplayError::Rejected(_)) => return None,
+                Err(e) if started.elapsed() >= BUS_OUTAGE_LIMIT => {
+                    tracing::warn!(?e, "replay impossible for {BUS_OUTAGE_LIMIT:?}; giving up");
+                    return None;
+                }
+                Err(e) => {
+                    tracing::debug!(?e, "replay failed; the bus may be restarting");
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = self.relay.shutdown.cancelled() => return None,
+                    }
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
             }
         }
     }
