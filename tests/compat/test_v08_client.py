@@ -117,3 +117,47 @@ def test_sdk_sees_429_when_the_cap_is_full(client):
     assert e.value.status_code == 429
     sbx.agent.invoke_cancel(first.data["invokeId"])
     assert [ev.event for ev in stream][-1] == "exit"
+
+
+def test_sdk_exec_in_code_and_agent_sandboxes(client):
+    code = _agent(client, "compat-code", template="general-coding")
+    out = code.exec("echo 'Hello from AgentTier!'")
+    assert (out.stdout, out.stderr, out.exit_code) == ("Hello from AgentTier!\n", "", 0)
+    out = code.exec("echo oops >&2; exit 7")
+    assert (out.stdout, out.stderr, out.exit_code) == ("", "oops\n", 7)
+    assert code.exec("pwd").stdout == "/workspace\n"
+    agent = _agent(client, "compat-exec-agent")
+    assert agent.exec("printf agent").stdout == "agent"
+    code.stop()
+    with pytest.raises(ConflictError):
+        code.exec("true")
+
+
+def test_sdk_files_write_read_list(client, tmp_path):
+    sbx = _agent(client, "compat-files", template="general-coding")
+    sbx.files.write("/workspace/hello.py", "print('works!')")
+    assert sbx.files.read("/workspace/hello.py") == b"print('works!')"
+    blob = bytes(range(256)) * (3 * 4096 + 7)  # 3 MiB and a bit, binary
+    sbx.files.write("/workspace/data/blob.bin", blob)
+    assert sbx.files.read("/workspace/data/blob.bin") == blob
+    dest = tmp_path / "blob.bin"
+    assert sbx.files.download("/workspace/data/blob.bin", str(dest)) == len(blob)
+    assert dest.read_bytes() == blob
+
+    entries = {e.name: e for e in sbx.files.list()}
+    assert set(entries) == {"hello.py", "data"}
+    assert entries["data"].is_dir and entries["data"].mode.startswith("d")
+    hello = entries["hello.py"]
+    assert (hello.size, hello.is_dir, hello.mode) == (15, False, "-rw-r--r--")
+    assert isinstance(hello.modified_at, int) and hello.modified_at > 1_600_000_000
+    [blob_entry] = sbx.files.list("/workspace/data")
+    assert (blob_entry.name, blob_entry.size) == ("blob.bin", len(blob))
+
+    assert sbx.exec("cat hello.py").stdout == "print('works!')"
+    with pytest.raises(NotFoundError):
+        sbx.files.read("/workspace/missing.txt")
+    with pytest.raises(NotFoundError):
+        sbx.files.list("/workspace/missing")
+    with pytest.raises(APIError) as bad:
+        sbx.files.read("/etc/passwd")
+    assert bad.value.status_code == 400

@@ -43,6 +43,18 @@ spec:
   mode: agent
   agent:
     maxConcurrentInvokes: 2
+---
+apiVersion: agenttier.io/v1alpha1
+kind: ClusterSandboxTemplate
+metadata:
+  name: limited
+spec:
+  description: An agent sandbox with small output and idle limits
+  mode: agent
+  agent:
+    maxOutputBytes: 100000
+    idleInvokeTimeout: 2s
+    defaultInvokeTimeout: 6s
 ";
 
 /// A temp directory holding `manifests/` (the harness's templates),

@@ -91,7 +91,13 @@ mod tests {
     #[test]
     fn client_flags_go_anywhere_and_server_flags_still_work() {
         let cli = Cli::try_parse_from([
-            "agenttier", "-o", "json", "sandbox", "list", "--api-url", "http://h:1",
+            "agenttier",
+            "-o",
+            "json",
+            "sandbox",
+            "list",
+            "--api-url",
+            "http://h:1",
         ])
         .unwrap();
         assert_eq!(cli.client.output, super::client::Format::Json);
@@ -109,7 +115,10 @@ mod tests {
                 .iter()
                 .any(|s| path.ends_with(&format!(" {s}")));
             if leaf && !server {
-                let help = cmd.get_after_help().map(|h| h.to_string()).unwrap_or_default();
+                let help = cmd
+                    .get_after_help()
+                    .map(|h| h.to_string())
+                    .unwrap_or_default();
                 assert!(help.contains("agenttier "), "`{path}` has no example");
             }
             for sub in cmd.get_subcommands() {

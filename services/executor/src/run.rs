@@ -133,6 +133,9 @@ pub async fn run(
         let kill_at = killed_at.map(|t| t + KILL_GRACE);
         tokio::select! {
             out = rx.recv(), if open_streams > 0 => match out {
+                // Past the output cap nothing more goes out, not even lines
+                // already read from the pipe.
+                Some(Out::Line(..)) if output_bytes > limits.max_output_bytes => {}
                 Some(Out::Line(stream, bytes, partial)) => {
                     if capture {
                         captured.extend_from_slice(&bytes);

@@ -711,13 +711,14 @@ class InvokeStreamState:
                 seq = int(sse.id)
             except ValueError:
                 seq = None
+        if sse.event == "exit" and event_data(sse).get("cause") == "router_shutdown":
+            # The router went away (it repeats the id of the last event it delivered);
+            # the run may go on: resume from the last id seen.
+            self.reconnect = True
+            return None
         if seq is not None and self.last_event_id is not None and seq <= self.last_event_id:
             return None
         event = invoke_event_from(sse.event, event_data(sse), seq)
-        if isinstance(event, ExitEvent) and event.cause == "router_shutdown":
-            # The router went away; the run may go on. Resume from the last id.
-            self.reconnect = True
-            return None
         if seq is not None:
             self.last_event_id = seq
         self._attempts = 0

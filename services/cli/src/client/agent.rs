@@ -127,7 +127,11 @@ pub async fn configure(api: &Api, out: Format, a: ConfigureArgs) -> Result<i32> 
     }
     if out == Format::Human {
         let entry = output::argv(&r["entrypoint"]);
-        let entry = if entry.is_empty() { "none".to_string() } else { entry };
+        let entry = if entry.is_empty() {
+            "none".to_string()
+        } else {
+            entry
+        };
         if r["skipped"].as_bool() == Some(true) {
             eprintln!(
                 "configured {}: files and install unchanged, install skipped; entrypoint: {entry}",
@@ -150,7 +154,11 @@ fn body(a: &ConfigureArgs) -> Result<Value> {
     }
     let mut body = Map::new();
     if !a.files.is_empty() {
-        let files = a.files.iter().map(|f| file(f)).collect::<Result<Vec<_>>>()?;
+        let files = a
+            .files
+            .iter()
+            .map(|f| file(f))
+            .collect::<Result<Vec<_>>>()?;
         body.insert("files".into(), Value::Array(files));
     }
     if let Some(cmd) = &a.install {
@@ -187,7 +195,11 @@ fn command(flag: &str, cmd: &str) -> Result<Vec<String>> {
 fn file(spec: &str) -> Result<Value> {
     let (remote, local) = match spec.split_once('=') {
         Some((r, l)) if !r.is_empty() && !l.is_empty() => (r.to_string(), l),
-        Some(_) => return Err(Error::Usage(format!("--file {spec:?}: expected REMOTE=LOCAL"))),
+        Some(_) => {
+            return Err(Error::Usage(format!(
+                "--file {spec:?}: expected REMOTE=LOCAL"
+            )));
+        }
         None => {
             let name = std::path::Path::new(spec)
                 .file_name()
@@ -198,12 +210,18 @@ fn file(spec: &str) -> Result<Value> {
     };
     let read_err = |e: std::io::Error| Error::Failed(format!("reading {local}: {e}"));
     let bytes = std::fs::read(local).map_err(read_err)?;
-    let exec = std::fs::metadata(local).map_err(read_err)?.permissions().mode() & 0o111 != 0;
+    let exec = std::fs::metadata(local)
+        .map_err(read_err)?
+        .permissions()
+        .mode()
+        & 0o111
+        != 0;
     let mut entry = json!({ "path": remote });
     match String::from_utf8(bytes) {
         Ok(text) => entry["content"] = json!(text),
         Err(e) => {
-            entry["contentBase64"] = json!(base64::engine::general_purpose::STANDARD.encode(e.into_bytes()))
+            entry["contentBase64"] =
+                json!(base64::engine::general_purpose::STANDARD.encode(e.into_bytes()))
         }
     }
     if exec {
@@ -233,7 +251,11 @@ mod tests {
         let local = dir.path().join("agent.py");
         std::fs::write(&local, "print('hi')\n").unwrap();
         let spec = format!("/workspace/agent.py={}", local.display());
-        let b = body(&args(vec![spec], Some("pip install -r /workspace/requirements.txt"))).unwrap();
+        let b = body(&args(
+            vec![spec],
+            Some("pip install -r /workspace/requirements.txt"),
+        ))
+        .unwrap();
         assert_eq!(
             b,
             json!({
@@ -252,7 +274,10 @@ mod tests {
         std::fs::write(&local, [0xff, 0x00, 0x41]).unwrap();
         std::fs::set_permissions(&local, std::fs::Permissions::from_mode(0o755)).unwrap();
         let e = file(&local.display().to_string()).unwrap();
-        assert_eq!(e, json!({"path": "/workspace/tool", "contentBase64": "/wBB", "mode": "0755"}));
+        assert_eq!(
+            e,
+            json!({"path": "/workspace/tool", "contentBase64": "/wBB", "mode": "0755"})
+        );
     }
 
     #[test]
@@ -266,8 +291,17 @@ mod tests {
             env: vec![],
         };
         assert!(matches!(body(&none), Err(Error::Usage(_))));
-        assert!(matches!(body(&args(vec![], Some("sh -c 'x"))), Err(Error::Usage(_))));
-        assert!(matches!(body(&args(vec!["=x".into()], None)), Err(Error::Usage(_))));
-        assert!(matches!(body(&args(vec!["/nope/missing".into()], None)), Err(Error::Failed(_))));
+        assert!(matches!(
+            body(&args(vec![], Some("sh -c 'x"))),
+            Err(Error::Usage(_))
+        ));
+        assert!(matches!(
+            body(&args(vec!["=x".into()], None)),
+            Err(Error::Usage(_))
+        ));
+        assert!(matches!(
+            body(&args(vec!["/nope/missing".into()], None)),
+            Err(Error::Failed(_))
+        ));
     }
 }

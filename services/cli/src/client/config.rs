@@ -52,9 +52,8 @@ pub fn read(path: &Path) -> Result<File> {
 /// The file is replaced atomically and is never readable by others, not
 /// even for a moment.
 pub fn save(path: &Path, url: &str, key: &str) -> Result<()> {
-    let fail = |what: &str, e: std::io::Error| {
-        Error::Failed(format!("{what} {}: {e}", path.display()))
-    };
+    let fail =
+        |what: &str, e: std::io::Error| Error::Failed(format!("{what} {}: {e}", path.display()));
     let mut doc = std::fs::read_to_string(path)
         .ok()
         .and_then(|t| serde_json::from_str::<serde_json::Map<String, Value>>(&t).ok())

@@ -199,7 +199,8 @@ async fn api_error(resp: Response) -> Error {
         .unwrap_or_else(|| reason(status));
     let mut message = body["message"].as_str().map(str::to_string).or_else(|| {
         let t = text.trim();
-        (body.is_null() && !t.is_empty()).then(|| t.lines().next().unwrap_or(t).chars().take(200).collect())
+        (body.is_null() && !t.is_empty())
+            .then(|| t.lines().next().unwrap_or(t).chars().take(200).collect())
     });
     if let Some(vs) = body["violations"].as_array() {
         let list: Vec<String> = vs
@@ -258,7 +259,10 @@ mod tests {
             "http://h:1/prefix/api/v1/sandboxes/a%20b/stop"
         );
         let a = api("http://h:1").unwrap();
-        let u = Api::with_query(a.url(&["sandboxes"]), &[("namespace", Some("x")), ("status", None)]);
+        let u = Api::with_query(
+            a.url(&["sandboxes"]),
+            &[("namespace", Some("x")), ("status", None)],
+        );
         assert_eq!(u.as_str(), "http://h:1/api/v1/sandboxes?namespace=x");
     }
 

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::time::Instant;
 
-use super::output::{self, outln, Format, s};
+use super::output::{self, Format, outln, s};
 use super::sse::{Event, EventStream};
 use super::{Api, Error, Result};
 
@@ -124,7 +124,8 @@ fn input(spec: Option<&str>) -> Result<(Vec<u8>, &'static str)> {
         }
         Some(s) if s.starts_with('@') => {
             let path = &s[1..];
-            let buf = std::fs::read(path).map_err(|e| Error::Failed(format!("reading {path}: {e}")))?;
+            let buf =
+                std::fs::read(path).map_err(|e| Error::Failed(format!("reading {path}: {e}")))?;
             Ok((buf, BYTES))
         }
         Some(text) => Ok((text.as_bytes().to_vec(), "text/plain; charset=utf-8")),
@@ -310,18 +311,30 @@ impl Run<'_> {
         };
         if self.out == Format::Human {
             if reason != "completed" {
-                let cause = d["cause"].as_str().map(|c| format!(" ({c})")).unwrap_or_default();
-                let msg = d["message"].as_str().map(|m| format!(": {m}")).unwrap_or_default();
+                let cause = d["cause"]
+                    .as_str()
+                    .map(|c| format!(" ({c})"))
+                    .unwrap_or_default();
+                let msg = d["message"]
+                    .as_str()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default();
                 eprintln!("agenttier: invoke {id} {reason}{cause}{msg}");
             } else if std::io::stderr().is_terminal() {
-                eprintln!("invoke completed: exit {} ({} ms)", s(d, "exitCode"), s(d, "durationMs"));
+                eprintln!(
+                    "invoke completed: exit {} ({} ms)",
+                    s(d, "exitCode"),
+                    s(d, "durationMs")
+                );
             }
         }
         code
     }
 
     async fn send_cancel(&mut self) {
-        let Some(id) = self.invoke_id.clone() else { return };
+        let Some(id) = self.invoke_id.clone() else {
+            return;
+        };
         self.cancel_sent = true;
         let ns = self.namespace.as_deref();
         let call = cancel(self.api, &self.sandbox, ns, &id);
@@ -336,7 +349,8 @@ impl Run<'_> {
     async fn resume(&self) -> Result<EventStream> {
         let id = self.invoke_id.as_deref().unwrap_or_default();
         let url = Api::with_query(
-            self.api.url(&["sandboxes", &self.sandbox, "invokes", id, "events"]),
+            self.api
+                .url(&["sandboxes", &self.sandbox, "invokes", id, "events"]),
             &[("namespace", self.namespace.as_deref())],
         );
         let rb = self

@@ -3,7 +3,7 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::output::{self, outln, Format, s};
+use super::output::{self, Format, outln, s};
 use super::{Api, Error, Result, Settings, config};
 
 #[derive(Debug, clap::Subcommand)]
@@ -149,7 +149,11 @@ pub async fn login(api: &Api, settings: &Settings, _a: LoginArgs) -> Result<i32>
             "logged in to {} as {}{}; saved to {}",
             settings.url,
             who(&me),
-            if me["isAdmin"] == true { " (admin)" } else { "" },
+            if me["isAdmin"] == true {
+                " (admin)"
+            } else {
+                ""
+            },
             path.display()
         ),
     }

@@ -122,7 +122,10 @@ pub fn argv(v: &Value) -> String {
             a.iter()
                 .map(|x| {
                     let w = x.as_str().unwrap_or_default();
-                    if !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:@%+,".contains(c)) {
+                    if !w.is_empty()
+                        && w.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "-_./=:@%+,".contains(c))
+                    {
                         w.to_string()
                     } else {
                         format!("'{}'", w.replace('\'', r"'\''"))

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::output::{self, outln, Format, Spinner, s};
+use super::output::{self, Format, Spinner, outln, s};
 use super::{Api, Error, Result, duration_arg};
 
 #[derive(Debug, clap::Subcommand)]
@@ -125,7 +125,13 @@ pub async fn run(api: &Api, out: Format, cmd: SandboxCmd) -> Result<i32> {
         SandboxCmd::Create(a) => create(api, out, a).await,
         SandboxCmd::List(a) => {
             let v = api
-                .get(&["sandboxes"], &[("namespace", a.namespace.as_deref()), ("status", a.status.as_deref())])
+                .get(
+                    &["sandboxes"],
+                    &[
+                        ("namespace", a.namespace.as_deref()),
+                        ("status", a.status.as_deref()),
+                    ],
+                )
                 .await?;
             if out == Format::Json {
                 output::json(&v);
@@ -145,7 +151,10 @@ pub async fn run(api: &Api, out: Format, cmd: SandboxCmd) -> Result<i32> {
                     row
                 })
                 .collect();
-            output::table(&["NAME", "NAMESPACE", "STATUS", "MODE", "TEMPLATE", "AGE"], &rows);
+            output::table(
+                &["NAME", "NAMESPACE", "STATUS", "MODE", "TEMPLATE", "AGE"],
+                &rows,
+            );
             Ok(0)
         }
         SandboxCmd::Get(t) => {
@@ -159,16 +168,25 @@ pub async fn run(api: &Api, out: Format, cmd: SandboxCmd) -> Result<i32> {
         }
         SandboxCmd::Delete(t) => {
             api.call(Method::DELETE, url(api, &t, &[]), None).await?;
-            done(out, &t, "deleted", json!({"sandboxId": t.name, "deleted": true}));
+            done(
+                out,
+                &t,
+                "deleted",
+                json!({"sandboxId": t.name, "deleted": true}),
+            );
             Ok(0)
         }
         SandboxCmd::Stop(t) => {
-            let v = api.call(Method::POST, url(api, &t, &["stop"]), None).await?;
+            let v = api
+                .call(Method::POST, url(api, &t, &["stop"]), None)
+                .await?;
             done(out, &t, "stopping", v);
             Ok(0)
         }
         SandboxCmd::Resume(t) => {
-            let v = api.call(Method::POST, url(api, &t, &["resume"]), None).await?;
+            let v = api
+                .call(Method::POST, url(api, &t, &["resume"]), None)
+                .await?;
             done(out, &t, "resuming", v);
             Ok(0)
         }
@@ -262,7 +280,11 @@ async fn wait(api: &Api, t: &Target, want: &str, timeout: Duration) -> Result<Va
             return Err(Error::Failed(format!(
                 "sandbox {} is {status}{}",
                 t.name,
-                if msg.is_empty() { String::new() } else { format!(": {msg}") }
+                if msg.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {msg}")
+                }
             )));
         }
         if Instant::now() >= deadline {
@@ -272,7 +294,10 @@ async fn wait(api: &Api, t: &Target, want: &str, timeout: Duration) -> Result<Va
                 t.name
             )));
         }
-        spinner.set_label(format!("waiting for {} to be {want} (now {status})", t.name));
+        spinner.set_label(format!(
+            "waiting for {} to be {want} (now {status})",
+            t.name
+        ));
         for _ in 0..5 {
             spinner.tick();
             tokio::time::sleep(Spinner::PERIOD).await;
@@ -294,7 +319,10 @@ fn show(v: &Value) {
         ("mode", s(v, "mode")),
         ("template", s(v, "templateRef")),
         ("image", s(v, "image")),
-        ("created", format!("{created} ({} ago)", output::age(&created))),
+        (
+            "created",
+            format!("{created} ({} ago)", output::age(&created)),
+        ),
         ("created by", by),
         ("last activity", s(v, "lastActivityAt")),
         ("message", s(v, "message")),
@@ -350,7 +378,9 @@ async fn exec(api: &Api, out: Format, a: ExecArgs) -> Result<i32> {
 pub async fn template(api: &Api, out: Format, cmd: TemplateCmd) -> Result<i32> {
     match cmd {
         TemplateCmd::List { namespace } => {
-            let v = api.get(&["templates"], &[("namespace", namespace.as_deref())]).await?;
+            let v = api
+                .get(&["templates"], &[("namespace", namespace.as_deref())])
+                .await?;
             if out == Format::Json {
                 output::json(&v);
                 return Ok(0);
@@ -359,7 +389,12 @@ pub async fn template(api: &Api, out: Format, cmd: TemplateCmd) -> Result<i32> {
                 .as_array()
                 .map(|a| {
                     a.iter()
-                        .map(|t| ["name", "kind", "mode", "image", "description"].iter().map(|k| s(t, k)).collect())
+                        .map(|t| {
+                            ["name", "kind", "mode", "image", "description"]
+                                .iter()
+                                .map(|k| s(t, k))
+                                .collect()
+                        })
                         .collect()
                 })
                 .unwrap_or_default();
@@ -367,7 +402,10 @@ pub async fn template(api: &Api, out: Format, cmd: TemplateCmd) -> Result<i32> {
         }
         TemplateCmd::Get(t) => {
             let v = api
-                .get(&["templates", &t.name], &[("namespace", t.namespace.as_deref())])
+                .get(
+                    &["templates", &t.name],
+                    &[("namespace", t.namespace.as_deref())],
+                )
                 .await?;
             if out == Format::Json {
                 output::json(&v);

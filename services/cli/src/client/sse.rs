@@ -148,7 +148,12 @@ mod tests {
 
     #[test]
     fn events_across_chunk_boundaries() {
-        let got = parse(&["id: 1\nevent: lo", "g\ndata: {\"a\":1}\n", "\n: keepalive\n\nid: 2\r\n", "data: x\r\n\r\n"]);
+        let got = parse(&[
+            "id: 1\nevent: lo",
+            "g\ndata: {\"a\":1}\n",
+            "\n: keepalive\n\nid: 2\r\n",
+            "data: x\r\n\r\n",
+        ]);
         assert_eq!(
             got,
             vec![
