@@ -18,6 +18,7 @@ mod run;
 pub mod runtime;
 mod state;
 mod system;
+mod terminal;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -57,6 +58,12 @@ pub struct Args {
         value_delimiter = ','
     )]
     pub sandbox_ro_binds: Vec<PathBuf>,
+    /// Most processes one run (its whole tree) may have at once.
+    #[arg(long, env = "AGENTTIER_SANDBOX_MAX_PROCESSES", default_value_t = 256)]
+    pub sandbox_max_processes: u32,
+    /// Most resident memory one run (its whole tree) may use, in MiB.
+    #[arg(long, env = "AGENTTIER_SANDBOX_MAX_MEMORY_MIB", default_value_t = 1024)]
+    pub sandbox_max_memory_mib: u64,
     /// How long a run survives with no client attached (unless detached).
     #[arg(long, env = "AGENTTIER_CLIENT_GRACE", default_value = "30s", value_parser = duration_arg)]
     pub client_grace: Duration,
@@ -182,7 +189,12 @@ pub async fn run(
     // Absolute, so bind mounts and the host view never depend on the cwd.
     let data_dir = std::fs::canonicalize(&args.data_dir).map_err(data_err)?;
     let sandboxes_dir = data_dir.join("sandboxes");
-    let runtime = runtime::Runtime::new(args.isolation, &sandboxes_dir, &args.sandbox_ro_binds)?;
+    let caps = runtime::Caps {
+        max_processes: args.sandbox_max_processes.max(1),
+        max_memory_bytes: args.sandbox_max_memory_mib.saturating_mul(1024 * 1024),
+    };
+    let runtime =
+        runtime::Runtime::new(args.isolation, &sandboxes_dir, &args.sandbox_ro_binds, caps)?;
     let actors = system::Actors::start(2).map_err(Error::Actors)?;
     let node = Arc::new(Node {
         bus,

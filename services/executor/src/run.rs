@@ -20,6 +20,8 @@ use crate::runtime::{self, Runtime, Spec};
 /// Between SIGTERM and SIGKILL.
 pub const KILL_GRACE: Duration = Duration::from_secs(10);
 const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How often the process and memory caps are checked.
+const WATCHDOG: Duration = Duration::from_millis(250);
 
 /// Limits and signals of one run.
 pub struct Limits {
@@ -126,6 +128,8 @@ pub async fn run(
     let deadline = tokio::time::Instant::now() + limits.timeout;
     let mut last_output = tokio::time::Instant::now();
     let mut beat = tokio::time::interval(HEARTBEAT);
+    let mut watchdog = tokio::time::interval(WATCHDOG);
+    let caps = rt.caps();
     let mut status = None;
     let mut killed_at: Option<tokio::time::Instant> = None;
     loop {
@@ -164,6 +168,21 @@ pub async fn run(
                 runtime::signal_tree(pgid, Signal::SIGKILL);
             }
             _ = beat.tick() => log.heartbeat().await,
+            _ = watchdog.tick(), if end.is_none() && status.is_none() => {
+                let u = tokio::task::spawn_blocking(move || runtime::usage(pgid)).await.unwrap_or_default();
+                let over = if u.processes >= caps.max_processes {
+                    Some(("pids_limit", format!("the run reached its limit of {} processes", caps.max_processes)))
+                } else if u.memory_bytes > caps.max_memory_bytes {
+                    Some(("memory_limit", format!("the run used more than {} bytes of memory", caps.max_memory_bytes)))
+                } else {
+                    None
+                };
+                if let Some((cause, msg)) = over {
+                    log.emit(EventKind::Log(LogData { stream: "stderr".into(), data: format!("[agenttier] {msg}; the run was stopped"), encoding: None, partial: false })).await;
+                    end = Some((ExitReason::Error, cause, msg));
+                    runtime::signal_tree(pgid, Signal::SIGKILL);
+                }
+            }
             _ = limits.cancel.cancelled(), if end.is_none() => {
                 end = Some((ExitReason::Canceled, "", "canceled by request".into()));
                 rt.terminate(pgid);

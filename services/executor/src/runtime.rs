@@ -44,8 +44,17 @@ pub struct Spec<'a> {
     pub cwd: &'a str,
 }
 
+/// Per-run caps on the whole process tree, enforced by a watchdog (and, for
+/// processes, by `RLIMIT_NPROC` as the hard stop).
+#[derive(Debug, Clone, Copy)]
+pub struct Caps {
+    pub max_processes: u32,
+    pub max_memory_bytes: u64,
+}
+
 #[derive(Debug, Clone)]
 pub struct Runtime {
+    caps: Caps,
     isolation: Isolation,
     /// `--ro-bind`/`--symlink` arguments for the host view ([`crate::hostview`]).
     host_args: Vec<String>,
@@ -56,7 +65,12 @@ pub struct Runtime {
 
 impl Runtime {
     /// Checks that the isolation asked for works here.
-    pub fn new(isolation: Isolation, data_dir: &Path, extra_ro: &[PathBuf]) -> Result<Self, Error> {
+    pub fn new(
+        isolation: Isolation,
+        data_dir: &Path,
+        extra_ro: &[PathBuf],
+        caps: Caps,
+    ) -> Result<Self, Error> {
         let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
         let prlimit = std::process::Command::new("prlimit")
             .arg("--version")
@@ -68,6 +82,7 @@ impl Runtime {
             tracing::warn!("prlimit (util-linux) not found: sandbox runs get no resource limits");
         }
         let rt = Self {
+            caps,
             isolation,
             host_args: crate::hostview::args(&path, extra_ro, &[data_dir.to_path_buf()]),
             rlimits: prlimit.then(rlimits),
@@ -99,6 +114,10 @@ impl Runtime {
 
     pub fn isolation(&self) -> Isolation {
         self.isolation
+    }
+
+    pub fn caps(&self) -> Caps {
+        self.caps
     }
 
     fn bwrap_args(&self, workspace: &Path, network: bool, cwd: &str) -> Vec<String> {
@@ -142,7 +161,10 @@ impl Runtime {
                 let mut c = match &self.rlimits {
                     Some(limits) => {
                         let mut c = tokio::process::Command::new("prlimit");
-                        c.args(limits).arg("--").arg("bwrap");
+                        c.args(limits)
+                            .arg(self.nproc_limit())
+                            .arg("--")
+                            .arg("bwrap");
                         c
                     }
                     None => tokio::process::Command::new("bwrap"),
@@ -218,6 +240,78 @@ impl Runtime {
             }
         }
     }
+}
+
+impl Runtime {
+    /// `RLIMIT_NPROC` counts every process of the real uid, and sandboxed
+    /// processes run as the executor's uid: the limit is what that uid runs
+    /// now plus the run's own budget.
+    fn nproc_limit(&self) -> String {
+        let me = nix::unistd::getuid().as_raw();
+        let mine = std::fs::read_dir("/proc")
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| {
+                        e.file_name()
+                            .to_str()
+                            .is_some_and(|n| n.parse::<u32>().is_ok())
+                    })
+                    .filter(|e| {
+                        e.metadata()
+                            .is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == me)
+                    })
+                    .count()
+            })
+            .unwrap_or(0) as u64;
+        let n = mine + u64::from(self.caps.max_processes);
+        format!("--nproc={n}:{n}")
+    }
+}
+
+/// What a run's process group holds right now.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    pub processes: u32,
+    pub memory_bytes: u64,
+}
+
+/// Processes and memory of the process group `pgid`. Memory is the sum of
+/// each process's proportional set size (shared pages split among their
+/// sharers), so a tree of forks is not counted many times over.
+pub fn usage(pgid: u32) -> Usage {
+    let mut u = Usage::default();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return u;
+    };
+    for pid in dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+    {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let pgrp = stat[close + 2..]
+            .split(' ')
+            .nth(2)
+            .and_then(|f| f.parse::<u32>().ok());
+        if pgrp != Some(pgid) {
+            continue;
+        }
+        u.processes += 1;
+        let pss_kib = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix("Pss:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
+            .unwrap_or(0);
+        u.memory_bytes += pss_kib * 1024;
+    }
+    u
 }
 
 /// The processes whose process group is `pgid` (from `/proc/<pid>/stat`).

@@ -1,0 +1,115 @@
+//! Escape and limit probes run inside a sandbox: the host network, host
+//! files, another sandbox's files, other processes, a fork bomb, a memory
+//! hog and file-descriptor exhaustion. None succeeds; the limits end the run
+//! with their cause.
+
+use agenttier_tests::client::{Client, Finished};
+use agenttier_tests::process::{System, processes_with};
+use agenttier_tests::wait_for;
+use serde_json::json;
+
+agenttier_tests::e2e_scenarios!(probes_from_inside_a_sandbox_all_fail);
+
+async fn run_script(c: &Client, name: &str, script: &str) -> Finished {
+    c.configure(
+        name,
+        &json!({"files": [{"path": "/workspace/probe.py", "content": script}],
+                "entrypoint": ["python", "/workspace/probe.py"]}),
+    )
+    .await;
+    c.invoke(name, "", &[("timeout", "60s")]).await
+}
+
+fn exit_cause(run: &Finished) -> (String, String) {
+    let e = run.event("exit");
+    (
+        e.data["reason"].as_str().unwrap_or_default().to_string(),
+        e.data["cause"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+async fn probes_from_inside_a_sandbox_all_fail(sys: &mut dyn System) {
+    let url = sys.urls()[0].clone();
+    let port: u16 = url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let c = Client::new(&url, Some(sys.admin_key()));
+    c.create_running("iso-a", "langgraph-agent").await;
+    c.create_running("iso-b", "langgraph-agent").await;
+
+    // Another sandbox's secret, and the test's own files, must stay invisible.
+    let secret = format!("secret-{:016x}", rand::random::<u64>());
+    c.configure(
+        "iso-b",
+        &json!({"files": [{"path": format!("/workspace/{secret}"), "content": secret}]}),
+    )
+    .await;
+    let here = std::env::current_dir().expect("cwd").display().to_string();
+
+    let probe = format!(
+        r#"
+import os, socket, subprocess
+def attempt(name, f):
+    try:
+        r = f()
+        print(name, "SUCCEEDED", r)
+    except Exception as e:
+        print(name, "blocked", type(e).__name__)
+attempt("network", lambda: socket.create_connection(("127.0.0.1", {port}), timeout=2))
+attempt("shadow", lambda: open("/etc/shadow").read().startswith("root:") or (_ for _ in ()).throw(PermissionError("masked")))
+attempt("host-tree", lambda: os.listdir({here:?}))
+hits = subprocess.run(["sh", "-c", "find / -xdev -name '{secret}' 2>/dev/null; find /tmp /root /var -name '{secret}' 2>/dev/null"], capture_output=True, text=True).stdout.split()
+print("other-sandbox", "SUCCEEDED" if hits else "blocked", hits)
+pids = [p for p in os.listdir("/proc") if p.isdigit()]
+print("processes", "SUCCEEDED" if len(pids) > 10 else "blocked", len(pids))
+"#
+    );
+    let run = run_script(&c, "iso-a", &probe).await;
+    let out = run.lines("stdout");
+    assert_eq!(out.len(), 5, "{out:?} {:?}", run.lines("stderr"));
+    for line in &out {
+        assert!(line.contains(" blocked"), "escaped: {line}");
+    }
+
+    // Fork bomb: stopped by the process cap, nothing left behind.
+    let mark = format!("bomb{:08x}", rand::random::<u32>());
+    let bomb = format!(
+        "import os, time\nwhile True:\n    try:\n        if os.fork() == 0:\n            time.sleep(120)\n            os._exit(0)\n    except OSError:\n        time.sleep(0.01)\n# {mark}\n"
+    );
+    let run = run_script(&c, "iso-a", &bomb).await;
+    assert_eq!(
+        exit_cause(&run),
+        ("error".into(), "pids_limit".into()),
+        "{:?}",
+        run.events.last()
+    );
+    assert!(
+        wait_for(std::time::Duration::from_secs(5), || async {
+            processes_with(&mark).is_empty()
+        })
+        .await,
+        "fork bomb processes left: {}",
+        processes_with(&mark).len()
+    );
+
+    // 2 GiB of memory: stopped by the memory cap (1 GiB by default).
+    let run = run_script(&c, "iso-a", "x = b'x' * (2 << 30)\nprint('allocated')\n").await;
+    assert_eq!(
+        exit_cause(&run),
+        ("error".into(), "memory_limit".into()),
+        "{:?}",
+        run.events.last()
+    );
+    assert!(run.lines("stdout").is_empty());
+
+    // 10,000 open files: the descriptor limit holds.
+    let fds = "import os\nfds = []\ntry:\n    for i in range(10000):\n        fds.append(os.open('/dev/null', os.O_RDONLY))\n    print('opened', len(fds))\nexcept OSError as e:\n    print('stopped at', len(fds), e.errno)\n";
+    let run = run_script(&c, "iso-a", fds).await;
+    let line = run.lines("stdout").join("");
+    assert!(
+        line.starts_with("stopped at") && line.ends_with(" 24"),
+        "{line}"
+    );
+}
