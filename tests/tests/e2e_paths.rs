@@ -43,7 +43,7 @@ fn corpus(m: &str) -> Vec<String> {
         format!("workspace/{m}"),
         format!("./workspace/{m}"),
         format!("../workspace/{m}"),
-        format!("{m}"),
+        m.to_string(),
         format!("./{m}"),
         format!("../{m}"),
         format!("~/{m}"),
