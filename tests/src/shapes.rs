@@ -55,6 +55,16 @@ spec:
     maxOutputBytes: 100000
     idleInvokeTimeout: 2s
     defaultInvokeTimeout: 6s
+---
+apiVersion: agenttier.io/v1alpha1
+kind: ClusterSandboxTemplate
+metadata:
+  name: cap5
+spec:
+  description: An agent sandbox admitting five invokes at a time
+  mode: agent
+  agent:
+    maxConcurrentInvokes: 5
 ";
 
 /// A temp directory holding `manifests/` (the harness's templates),

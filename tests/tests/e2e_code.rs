@@ -1,7 +1,7 @@
 //! Code mode (SPEC §2.4) over real processes: exec as JSON and as a
 //! stream, in both modes, with stdin, timeouts and large output; the file
 //! API with byte-exact round trips, chunked bodies and path confinement;
-//! and the check order of both.
+//! the terminal WebSocket on a real PTY; and the check order of each.
 
 use std::io::Read as _;
 use std::time::Duration;
@@ -15,6 +15,7 @@ agenttier_tests::e2e_scenarios!(
     exec_runs_commands_in_both_modes,
     exec_check_order_and_process_trees,
     files_round_trip_and_stay_in_the_workspace,
+    terminal_runs_a_shell_on_a_pty,
 );
 
 const MIB: usize = 1024 * 1024;
@@ -504,5 +505,147 @@ async fn files_round_trip_and_stay_in_the_workspace(sys: &mut dyn System) {
     assert_eq!(
         (status.as_u16(), &body[..]),
         (200, &b"print('works!')\n"[..])
+    );
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens the terminal of `name` as `key`; the refusal's status otherwise.
+async fn open_terminal(base: &str, key: &str, name: &str, query: &str) -> Result<Ws, u16> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let url = format!(
+        "{}/api/v1/sandboxes/{name}/terminal{query}",
+        base.replacen("http://", "ws://", 1)
+    );
+    let mut req = url.into_client_request().expect("a websocket request");
+    req.headers_mut()
+        .insert("X-API-Key", key.parse().expect("a header value"));
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
+        Err(e) => panic!("terminal connection failed: {e}"),
+    }
+}
+
+async fn send(ws: &mut Ws, frame: Value) {
+    use futures::SinkExt;
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(
+        frame.to_string().into(),
+    ))
+    .await
+    .expect("send a frame");
+}
+
+/// Reads frames until the output so far contains `want` (returning it) or
+/// a frame of type `until` arrives (returning that frame's JSON instead).
+async fn read_until(ws: &mut Ws, output: &mut String, want: &str, until: &str) -> Value {
+    use futures::StreamExt;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if !want.is_empty() && output.contains(want) {
+            return Value::Null;
+        }
+        let m = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .unwrap_or_else(|_| {
+                panic!("no {want:?} / {until:?} in time; output so far: {output:?}")
+            });
+        let Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) = m else {
+            panic!("the socket ended ({m:?}) before {want:?} / {until:?}; output: {output:?}");
+        };
+        let v: Value = serde_json::from_str(t.as_str()).expect("a JSON frame");
+        match v["type"].as_str() {
+            Some("output") => output.push_str(v["data"].as_str().unwrap_or_default()),
+            Some(t) if t == until => return v,
+            _ => {}
+        }
+    }
+}
+
+async fn terminal_runs_a_shell_on_a_pty(sys: &mut dyn System) {
+    let (a, b) = router_pair(sys);
+    a.create_running("term", "general-coding").await;
+    let key = sys.admin_key().to_string();
+
+    // 401 → 404 → 400 (a plain GET is not a WebSocket).
+    let r = a.with_key(None).get_json("/sandboxes/term/terminal").await;
+    assert_eq!(r.status, 401);
+    assert_eq!(a.get_json("/sandboxes/nope/terminal").await.status, 404);
+    let user_b = a.mint_user_key("user-b", "b@example.com").await;
+    assert_eq!(
+        open_terminal(a.base(), &user_b, "term", "").await.err(),
+        Some(404)
+    );
+    let r = a.get_json("/sandboxes/term/terminal").await;
+    assert_eq!(
+        (r.status.as_u16(), r.error()),
+        (400, "invalid_request"),
+        "{r:?}"
+    );
+
+    // A shell on a PTY of the asked size; resize; ping; exit with a code.
+    let mut ws = open_terminal(b.base(), &key, "term", "?cols=100&rows=30")
+        .await
+        .expect("the terminal opens");
+    let mut out = String::new();
+    send(
+        &mut ws,
+        json!({"type": "input", "data": "stty size; test -t 0 && echo tty-$((40+2)); pwd\n"}),
+    )
+    .await;
+    read_until(&mut ws, &mut out, "tty-42", "").await;
+    assert!(out.contains("30 100"), "{out:?}");
+    read_until(&mut ws, &mut out, "/workspace", "").await;
+    send(&mut ws, json!({"type": "resize", "cols": 132, "rows": 50})).await;
+    send(&mut ws, json!({"type": "input", "data": "stty size\n"})).await;
+    read_until(&mut ws, &mut out, "50 132", "").await;
+    send(&mut ws, json!({"type": "ping"})).await;
+    read_until(&mut ws, &mut out, "", "pong").await;
+    send(&mut ws, json!({"type": "input", "data": "exit 3\n"})).await;
+    let exit = read_until(&mut ws, &mut out, "", "exit").await;
+    assert_eq!(exit["exitCode"], 3, "{exit}");
+
+    // A client that goes away takes its session (and its processes) along.
+    let marker = "987661";
+    let mut ws = open_terminal(a.base(), &key, "term", "")
+        .await
+        .expect("opens");
+    let mut out = String::new();
+    send(
+        &mut ws,
+        json!({"type": "input", "data": format!("echo sleep-start; sleep {marker}\n")}),
+    )
+    .await;
+    read_until(&mut ws, &mut out, "sleep-start\r\n", "").await;
+    assert!(!processes_with(marker).is_empty(), "the sleep runs");
+    drop(ws);
+    assert!(
+        wait_for(Duration::from_secs(10), || async {
+            processes_with(marker).is_empty()
+        })
+        .await,
+        "left behind: {:?}",
+        processes_with(marker)
+    );
+
+    // Stop ends an open session; a stopped sandbox has no terminal.
+    let mut ws = open_terminal(a.base(), &key, "term", "")
+        .await
+        .expect("opens");
+    let mut out = String::new();
+    send(
+        &mut ws,
+        json!({"type": "input", "data": "echo ready-$((1+1))\n"}),
+    )
+    .await;
+    read_until(&mut ws, &mut out, "ready-2", "").await;
+    a.stop("term").await.expect(200);
+    let exit = read_until(&mut ws, &mut out, "", "exit").await;
+    assert_eq!(exit["reason"], "canceled", "{exit}");
+    a.wait_status("term", "Stopped").await;
+    assert_eq!(
+        open_terminal(a.base(), &key, "term", "").await.err(),
+        Some(409)
     );
 }

@@ -138,6 +138,17 @@ async fn a_retry_with_the_same_idempotency_key_attaches_to_the_same_run(sys: &mu
     assert_eq!(r.status, 400, "{r:?}");
 }
 
+/// Where the router dies: three fixed points, or with
+/// `AGENTTIER_FAULT_SCALE=full` twenty random ones.
+fn cut_points(lines: u64) -> Vec<u64> {
+    match std::env::var("AGENTTIER_FAULT_SCALE").as_deref() {
+        Ok("full") => (0..20)
+            .map(|_| 1 + rand::random::<u64>() % (lines - 1))
+            .collect(),
+        _ => vec![150, lines * 2 / 5, lines * 19 / 20],
+    }
+}
+
 async fn distributed() -> Distributed {
     let sys = Distributed::start();
     wait_ready(&sys).await;
@@ -242,7 +253,7 @@ async fn router_killed_mid_stream_the_other_router_resumes_without_loss() {
     )
     .await;
 
-    for cut in [150u64, 4_000, 9_500] {
+    for cut in cut_points(LINES) {
         // Router A restarts on a new port each round.
         let a = Client::new(&sys.urls()[0], Some(sys.admin_key()));
         let mut s = a.invoke_stream("cut-a", "", &[]).await.stream();

@@ -23,6 +23,8 @@ pub struct Out {
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
+    /// Stdout as bytes.
+    pub raw: Vec<u8>,
 }
 
 impl Out {
@@ -53,6 +55,7 @@ impl Cli {
     /// environment, as after `export AGENTTIER_API_URL=... AGENTTIER_API_KEY=...`.
     pub fn start() -> Self {
         let sys = Embedded::start();
+        runtime().block_on(agenttier_tests::client::wait_ready(&sys));
         let dir = tempfile::Builder::new()
             .prefix("agenttier-cli-")
             .tempdir()
@@ -62,14 +65,6 @@ impl Cli {
             ("AGENTTIER_API_KEY".to_string(), sys.admin_key().to_string()),
         ];
         Self { sys, dir, env }
-    }
-
-    /// The same system with other environment variables (replacing the URL
-    /// and key ones).
-    pub fn with_env(&self, env: &[(&str, &str)]) -> Vec<(String, String)> {
-        env.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
     }
 
     pub fn url(&self) -> String {
@@ -151,14 +146,10 @@ impl Cli {
         self.ok(&["sandbox", "create", name, "--template", template, "--wait"]);
     }
 
-    /// An API client as admin, for checks the CLI does not make.
+    /// `GET /api/v1<path>` as admin, for checks the CLI does not make.
     pub fn api_get(&self, path: &str) -> Value {
         let client = Client::new(&self.url(), Some(self.key()));
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        rt.block_on(client.get_json(path)).expect(200).body
+        runtime().block_on(client.get_json(path)).expect(200).body
     }
 
     /// Writes a file into the working directory.
@@ -167,6 +158,13 @@ impl Cli {
         std::fs::write(&p, text).expect("write a file");
         p
     }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
 }
 
 /// Runs `cmd` to the end, bounded by a minute.
@@ -185,6 +183,7 @@ pub fn output(mut cmd: Command) -> Out {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        raw: out.stdout,
     }
 }
 
@@ -232,7 +231,10 @@ impl Running {
                 Err(_) => break,
             }
         }
-        panic!("no line with {text:?} within {timeout:?}; saw {:?}", self.seen);
+        panic!(
+            "no line with {text:?} within {timeout:?}; saw {:?}",
+            self.seen
+        );
     }
 
     /// Waits (at most `timeout`) for the exit; the rest of stdout and stderr.
@@ -257,12 +259,22 @@ impl Running {
         if let Some(mut e) = self.child.stderr.take() {
             let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
         }
+        let stdout = self.seen.join("\n");
         Out {
             code: status.code().unwrap_or(-1),
-            stdout: self.seen.join("\n"),
+            raw: stdout.clone().into_bytes(),
+            stdout,
             stderr,
         }
     }
+}
+
+/// `AGENTTIER_*` variables for [`Cli::run_with`].
+pub fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// Polls `check` every 50 ms until it is true or `timeout` passes.
