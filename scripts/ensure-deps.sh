@@ -30,4 +30,10 @@ if [ "${1:-}" = "--test" ]; then
         python3 -m venv .venv-compat
         .venv-compat/bin/pip install -q "agenttier==${V08_CLIENT_VERSION}" "pytest==8.3.4"
     fi
+    # This repository's Python SDK (sdk/python), editable, with its test deps, in .venv.
+    if ! .venv/bin/python -c "import agenttier, httpx, pytest, pytest_asyncio; assert agenttier.__file__.startswith('$PWD/sdk/python/src/')" 2>/dev/null; then
+        echo "ensure-deps: installing the Python SDK (sdk/python, editable) into .venv" >&2
+        [ -x .venv/bin/python ] || python3 -m venv .venv
+        .venv/bin/pip install -q -e 'sdk/python[test]'
+    fi
 fi

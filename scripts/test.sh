@@ -11,4 +11,6 @@ cargo test --workspace --no-fail-fast "$@" || status=$?
 # Existing clients, unchanged: the published v0.8 Python SDK against `agenttier up`.
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 AGENTTIER_BIN="$target_dir/debug/agenttier" .venv-compat/bin/python -m pytest -q tests/compat || status=$?
+# This repository's Python SDK (sdk/python) against `agenttier up`.
+AGENTTIER_BIN="$target_dir/debug/agenttier" .venv/bin/python -m pytest -q sdk/python/tests || status=$?
 exit $status

@@ -16,6 +16,7 @@ pub enum Verb {
     Status,
     InstallLog,
     Invokes,
+    Terminal,
 }
 
 impl Verb {
@@ -31,6 +32,7 @@ impl Verb {
             Verb::Status => "status",
             Verb::InstallLog => "installlog",
             Verb::Invokes => "invokes",
+            Verb::Terminal => "terminal",
         }
     }
 
@@ -46,6 +48,7 @@ impl Verb {
             "status" => Verb::Status,
             "installlog" => Verb::InstallLog,
             "invokes" => Verb::Invokes,
+            "terminal" => Verb::Terminal,
             _ => return None,
         })
     }
@@ -149,6 +152,26 @@ impl Subjects {
         format!("{}.xfer.{transfer_id}.download", self.prefix)
     }
 
+    /// `<p>.term.<id>.events`: the output and exit of a terminal session.
+    pub fn terminal_events(&self, session_id: &str) -> String {
+        format!("{}.term.{session_id}.events", self.prefix)
+    }
+
+    /// `<p>.term.<id>.replay`: the retained events of a session after a `seq`.
+    pub fn terminal_replay(&self, session_id: &str) -> String {
+        format!("{}.term.{session_id}.replay", self.prefix)
+    }
+
+    /// `<p>.term.<id>.input`: keystrokes, resizes and the close of a session.
+    pub fn terminal_input(&self, session_id: &str) -> String {
+        format!("{}.term.{session_id}.input", self.prefix)
+    }
+
+    /// `<p>.term.<id>.attached`: a router still bridges this session.
+    pub fn terminal_attached(&self, session_id: &str) -> String {
+        format!("{}.term.{session_id}.attached", self.prefix)
+    }
+
     /// `<p>.events.<ns>.<name>`: lifecycle and agent events of a sandbox.
     pub fn sandbox_events(&self, ns: &str, name: &str) -> String {
         format!("{}.events.{ns}.{name}", self.prefix)
@@ -200,6 +223,7 @@ mod tests {
             Verb::Status,
             Verb::InstallLog,
             Verb::Invokes,
+            Verb::Terminal,
         ] {
             assert_eq!(Verb::parse(v.as_str()), Some(v));
         }

@@ -145,6 +145,41 @@ pub struct FileWritten {
     pub bytes: u64,
 }
 
+/// `sbx.<ns>.<name>.terminal`: open an interactive shell on a PTY.
+///
+/// The router picks `sessionId` and subscribes to `term.<id>.events` first.
+/// The session's output comes as `log` events (raw PTY bytes, every one
+/// `partial`), then one `exit`; input, resizes and the close go as
+/// [`TerminalInput`] requests on `term.<id>.input`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TerminalRequest {
+    pub session_id: String,
+    pub caller: Principal,
+    pub cols: u16,
+    pub rows: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TerminalAccepted {
+    pub session_id: String,
+    /// Unix milliseconds.
+    pub started_at: u64,
+}
+
+/// `term.<id>.input`: one thing for the session → `Reply<{}>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum TerminalInput {
+    /// Bytes typed (UTF-8 text), written to the PTY as they are.
+    Input { data: String },
+    /// The client's window changed size.
+    Resize { cols: u16, rows: u16 },
+    /// The client is gone: end the session now.
+    Close,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

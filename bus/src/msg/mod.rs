@@ -13,7 +13,7 @@ mod invoke;
 pub use code::{
     EXEC_DEFAULT_TIMEOUT_SECS, EXEC_MAX_STDIN_BYTES, EXEC_MAX_TIMEOUT_SECS, ExecAccepted,
     ExecRequest, FILE_MAX_BYTES, FileEntry, FileList, FileWritten, FilesOp, FilesRequest,
-    ReadStart, WriteAck,
+    ReadStart, TerminalAccepted, TerminalInput, TerminalRequest, WriteAck,
 };
 pub use configure::{
     CONFIGURE_LIMITS, ConfigureAccepted, ConfigureLimits, ConfigureRequest, FileMeta, UploadAck,

@@ -128,6 +128,11 @@ class _DropPlan:
         return None
 
     @property
+    def invoke_keys(self) -> list[str | None]:
+        """The Idempotency-Key of each POST /invoke."""
+        return [r.headers.get("idempotency-key") for r in self.stream_requests if r.method == "POST"]
+
+    @property
     def resume_headers(self) -> list[str | None]:
         """The Last-Event-ID each resume request carried (after any rewind)."""
         return [r.headers.get("last-event-id") for r in self.stream_requests if r.method == "GET"]

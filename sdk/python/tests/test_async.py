@@ -19,7 +19,6 @@ from agenttier import (
     NotFoundError,
     SandboxPhase,
     StartEvent,
-    StreamInterruptedError,
 )
 from _support import (
     BINARY,
@@ -104,12 +103,14 @@ async def test_stream_resumes_after_dropped_connections(server, name):
     assert transport.resume_headers == ["0", "2", "2"]
 
 
-async def test_drop_before_start_cannot_resume(server, name):
-    transport = AsyncDroppingTransport(drops=[0])
+async def test_drop_before_start_retries_with_the_idempotency_key(server, name):
+    transport = AsyncDroppingTransport(drops=[0, 0])
     async with AsyncAgentTierClient(server.url, server.key, transport=transport) as c:
         sb = await agent(c, name)
-        with pytest.raises(StreamInterruptedError):
-            await sb.agent.invoke("lost")
+        out = await sb.agent.invoke("once", idempotency_key="my-key-1")
+        assert out.stdout == "hello once"
+        assert len(await sb.agent.list_invokes()) == 1
+    assert transport.invoke_keys == ["my-key-1"] * 3
 
 
 async def test_binary_output_is_decoded_from_base64(aclient, name):

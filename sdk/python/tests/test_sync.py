@@ -184,13 +184,29 @@ def test_invoke_result_survives_a_drop_after_the_run_ended(server, name):
     assert (out.stdout, out.exit_code) == ("hello again", 0)
 
 
-def test_drop_before_start_cannot_resume(server, name):
+def test_drop_before_start_retries_with_the_idempotency_key(server, name):
     transport = DroppingTransport(drops=[0])
     with AgentTierClient(server.url, server.key, transport=transport) as c:
         sb = agent(c, name)
+        out = sb.agent.invoke("once")
+        assert (out.stdout, out.exit_code) == ("hello once", 0)
+        assert [i.invoke_id for i in sb.agent.list_invokes()] == [out.invoke_id]  # one run, not two
+    keys = transport.invoke_keys
+    assert len(keys) == 2 and keys[0] == keys[1] and keys[0].startswith("sdk-")
+
+
+def test_resume_gives_up_after_its_budget_then_attach_finishes(server, client, name):
+    transport = DroppingTransport(drops=[1, 0, 0, 0])
+    policy = agenttier.ResumePolicy(max_attempts=3, base_delay=0.01)
+    with AgentTierClient(server.url, server.key, transport=transport, resume=policy) as c:
+        sb = agent(c, name)
         with pytest.raises(StreamInterruptedError) as e:
-            sb.agent.invoke("lost")
-    assert e.value.invoke_id is None
+            list(sb.agent.invoke_stream("late"))
+    err = e.value
+    assert err.invoke_id and err.last_event_id == 1 and "attach(" in str(err)
+    rest = list(client.get_sandbox(name).agent.attach(err.invoke_id, after=err.last_event_id))
+    assert [(ev.event, ev.id) for ev in rest] == [("log", 2), ("exit", 3)]
+    assert rest[0].text == "hello late"
 
 
 def test_attach_replays_a_finished_invoke(client, name):

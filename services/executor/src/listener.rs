@@ -74,6 +74,7 @@ async fn dispatch(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
         Some(Verb::Invoke) => return invoke(node, sbx, msg).await,
         Some(Verb::Exec) => return crate::code::exec(node, sbx, msg).await,
         Some(Verb::Files) => return crate::code::files(node, sbx, msg).await,
+        Some(Verb::Terminal) => return crate::terminal::open(node, sbx, msg).await,
         Some(Verb::Configure) => return configure(node, sbx, msg).await,
         Some(Verb::Cancel) => match decode::<CancelRequest>(&msg) {
             Ok(c) => flatten(

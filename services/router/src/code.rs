@@ -281,7 +281,7 @@ impl Captured {
     }
 }
 
-fn line_bytes(l: &LogData) -> Vec<u8> {
+pub(crate) fn line_bytes(l: &LogData) -> Vec<u8> {
     match l.encoding.as_deref() {
         Some("base64") => STANDARD
             .decode(l.data.as_bytes())

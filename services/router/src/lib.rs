@@ -23,6 +23,7 @@ mod relay;
 mod resolve;
 mod sandboxes;
 mod templates;
+mod terminal;
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -160,6 +161,7 @@ fn routes(state: AppState, shutdown: CancellationToken) -> Router {
             "/sandboxes/{id}/files/{*path}",
             get(files::read).put(files::write).delete(files::delete),
         )
+        .route("/sandboxes/{id}/terminal", get(terminal::terminal))
         .route("/templates", get(templates::list))
         .route("/templates/{name}", get(templates::get))
         .fallback(no_route)

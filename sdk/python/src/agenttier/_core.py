@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -65,7 +66,7 @@ ConfigureFile = Union[
     tuple[str, Union[str, bytes, bytearray, "os.PathLike[str]"]], Mapping[str, Any]
 ]
 #: An invoke payload: ``None`` (empty stdin), ``bytes``, ``str`` or a JSON-able dict/list.
-InvokePayload = Union[bytes, bytearray, memoryview, str, Mapping[str, Any], list, None]
+InvokePayload = Union[bytes, bytearray, memoryview, str, Mapping[str, Any], list[Any], None]
 #: A duration: ``"30s"``, ``"5m"``, seconds as a number, or a ``timedelta``.
 Duration = Union[str, int, float, timedelta]
 
@@ -373,8 +374,9 @@ def _write_result(path: str, size: int) -> Callable[[httpx.Response], WriteResul
         body = _json(response)
         body = body if isinstance(body, dict) else {}
         written = body.get("bytes")
+        answered = body.get("path")
         return WriteResult(
-            path=body.get("path") if isinstance(body.get("path"), str) else path,
+            path=answered if isinstance(answered, str) else path,
             bytes=written if isinstance(written, int) else size,
         )
 
@@ -527,7 +529,9 @@ def invoke_request(
     base_timeout: float | None,
     timeout: float | None,
 ) -> Request:
-    """``POST /sandboxes/{id}/invoke`` (a stream)."""
+    """``POST /sandboxes/{id}/invoke`` (a stream). Without ``idempotency_key`` a fresh
+    one is made, so that a retry after a connection lost before ``start`` attaches to
+    the same run instead of starting another."""
     body, content_type = encode_invoke_body(payload)
     params = _ns(namespace)
     if prompt is not None:
@@ -536,9 +540,8 @@ def invoke_request(
         params["timeout"] = format_duration(invoke_timeout)
     if detach:
         params["detach"] = "true"
-    headers = {"Content-Type": content_type, **SSE_ACCEPT}
-    if idempotency_key:
-        headers["Idempotency-Key"] = idempotency_key
+    headers = {"Content-Type": content_type, **SSE_ACCEPT,
+               "Idempotency-Key": idempotency_key or f"sdk-{secrets.token_hex(16)}"}
     return Request(
         "POST",
         _sandbox_path(sandbox_id, "/invoke"),
@@ -626,7 +629,8 @@ class ConfigureStream:
         data = event_data(sse)
         if sse.event == "log":
             text, _, _ = decode_log_data(data)
-            stream = data.get("stream") if isinstance(data.get("stream"), str) else "stdout"
+            named = data.get("stream")
+            stream = named if isinstance(named, str) and named else "stdout"
             self.logs.append((stream, text))
             if self.on_log is not None:
                 self.on_log(stream, text)
@@ -662,7 +666,7 @@ class ResumePolicy:
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait before reconnect number ``attempt`` (1-based)."""
-        return min(self.max_delay, self.base_delay * (2 ** max(0, attempt - 1)))
+        return float(min(self.max_delay, self.base_delay * (2 ** max(0, attempt - 1))))
 
 
 def _retryable(error: AgentTierError) -> bool:
@@ -677,7 +681,9 @@ class InvokeStreamState:
     It turns SSE events into typed events, drops any event whose id it has already
     delivered, and, when the connection drops (or the router sends its
     ``router_shutdown`` exit), says how long to wait and which request resumes the
-    stream from the last id seen.
+    stream from the last id seen. Before the ``start`` event (no invoke id yet) the
+    resume is the original ``POST /invoke`` again, with its ``Idempotency-Key``: the
+    server attaches it to the run the first one started.
     """
 
     def __init__(
@@ -689,6 +695,7 @@ class InvokeStreamState:
         read_timeout: float | None,
         invoke_id: str | None = None,
         after: int | None = None,
+        retry: Request | None = None,
     ) -> None:
         self.sandbox_id = sandbox_id
         self.namespace = namespace
@@ -701,6 +708,7 @@ class InvokeStreamState:
         self.reconnect = False
         self.resumes = 0
         self._attempts = 0
+        self._retry = retry if retry is not None and "Idempotency-Key" in retry.headers else None
 
     def on_event(self, sse: ServerSentEvent) -> InvokeEvent | None:
         """The typed event to deliver, or ``None`` for a duplicate (or a router-shutdown
@@ -744,7 +752,7 @@ class InvokeStreamState:
         raises :class:`StreamInterruptedError` when it cannot be resumed."""
         self.reconnect = False
         why = f"{type(error).__name__}: {error}" if error is not None else "the stream ended before exit"
-        if self.invoke_id is None:
+        if self.invoke_id is None and self._retry is None:
             raise self._interrupted(why + "; no start event was received, so it cannot be resumed")
         self._attempts += 1
         if self._attempts > self.policy.max_attempts:
@@ -766,7 +774,9 @@ class InvokeStreamState:
 
     def resume_request(self) -> Request:
         """The request that continues the stream after the last id seen."""
-        assert self.invoke_id is not None
+        if self.invoke_id is None:
+            assert self._retry is not None
+            return self._retry
         return events_request(self.sandbox_id, self.namespace, self.invoke_id, self.last_event_id,
                               self.base_timeout, self.read_timeout)
 

@@ -413,7 +413,8 @@ class AsyncInvokeStream(AsyncIterator[InvokeEvent]):
         self._first = first
         client = sandbox._client
         self._state = _core.InvokeStreamState(sandbox.id, sandbox.namespace, client.resume_policy,
-                                              client.timeout, timeout, invoke_id=invoke_id, after=after)
+                                              client.timeout, timeout, invoke_id=invoke_id, after=after,
+                                              retry=first if first.method == "POST" else None)
         self._events: AsyncGenerator[InvokeEvent, None] | None = None
 
     @property

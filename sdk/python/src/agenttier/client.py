@@ -470,8 +470,9 @@ class AgentAPI:
             invoke_timeout: lowers the run's time limit (``"30s"``, ``"5m"``, seconds).
             timeout: seconds a read may wait (default: at least 60).
             detach: keep the run going to its timeout even with no client attached.
-            idempotency_key: a retry with the same key attaches to the same run (where
-                the server supports it).
+            idempotency_key: a retry with the same key (within 10 minutes) attaches to
+                the same run instead of starting another. One is made when not given,
+                and used to recover from a connection lost before the ``start`` event.
         """
         spec = _core.invoke_request(self._sandbox.id, self._sandbox.namespace, payload, prompt,
                                     invoke_timeout, detach, idempotency_key, self._sandbox._client.timeout,
@@ -524,7 +525,8 @@ class InvokeStream(Iterator[InvokeEvent]):
         self._first = first
         client = sandbox._client
         self._state = _core.InvokeStreamState(sandbox.id, sandbox.namespace, client.resume_policy,
-                                              client.timeout, timeout, invoke_id=invoke_id, after=after)
+                                              client.timeout, timeout, invoke_id=invoke_id, after=after,
+                                              retry=first if first.method == "POST" else None)
         self._events: Generator[InvokeEvent, None, None] | None = None
 
     @property
