@@ -90,8 +90,8 @@ fn detach_attach_and_cancel() {
     let out = cli.run(&["invoke", "bg", "--attach", &long]).expect(130);
     assert!(out.stderr.contains("canceled"), "{out:#?}");
 
-    cli.run(&["invoke", "bg", "--attach", "inv-000000000000000000000000"])
-        .expect(1);
+    let out = cli.run(&["invoke", "bg", "--attach", "inv-nope"]).expect(1);
+    assert!(out.stderr.starts_with("agenttier: 404 "), "{out:#?}");
 }
 
 /// A TCP proxy that can cut every connection it carries.

@@ -15,12 +15,15 @@
 
 mod agent;
 mod config;
+mod exec;
+mod follow;
 mod http;
 mod invoke;
 mod keys;
 mod output;
 mod sandbox;
 mod sse;
+mod templates;
 mod words;
 
 use std::path::PathBuf;
@@ -84,7 +87,7 @@ pub enum Command {
     Sandbox(sandbox::SandboxCmd),
     /// List and show sandbox templates.
     #[command(subcommand)]
-    Template(sandbox::TemplateCmd),
+    Template(templates::TemplateCmd),
     /// Give an agent sandbox its files, install command and entrypoint.
     #[command(after_help = agent::EXAMPLES)]
     Configure(agent::ConfigureArgs),
@@ -163,7 +166,7 @@ async fn run(g: Globals, cmd: Command) -> Result<i32> {
     let out = settings.output;
     match cmd {
         Command::Sandbox(c) => sandbox::run(&api, out, c).await,
-        Command::Template(c) => sandbox::template(&api, out, c).await,
+        Command::Template(c) => templates::run(&api, out, c).await,
         Command::Configure(a) => agent::configure(&api, out, a).await,
         Command::Invoke(a) => invoke::run(&api, out, a).await,
         Command::Keys(c) => keys::run(&api, out, c).await,

@@ -1,4 +1,4 @@
-//! `agenttier sandbox ...` and `agenttier template ...`.
+//! `agenttier sandbox ...`.
 
 use std::time::{Duration, Instant};
 
@@ -41,7 +41,7 @@ pub enum SandboxCmd {
     #[command(after_help = "Examples:\n  \
         agenttier sandbox exec scratch -- ls -la /workspace\n  \
         agenttier sandbox exec scratch --timeout 120 -- python -m pytest")]
-    Exec(ExecArgs),
+    Exec(super::exec::ExecArgs),
 }
 
 /// One sandbox.
@@ -92,32 +92,6 @@ pub struct WaitArgs {
     /// The status to wait for.
     #[arg(long = "for", value_name = "STATUS", default_value = "Running")]
     pub status: String,
-}
-
-#[derive(Debug, clap::Args)]
-pub struct ExecArgs {
-    #[command(flatten)]
-    pub target: Target,
-    /// Seconds the command may run.
-    #[arg(long, default_value_t = 30)]
-    pub timeout: u64,
-    /// The command and its arguments (after `--`).
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
-    pub command: Vec<String>,
-}
-
-#[derive(Debug, clap::Subcommand)]
-pub enum TemplateCmd {
-    /// List the templates.
-    #[command(after_help = "Example:\n  agenttier template list")]
-    List {
-        /// Also this namespace's SandboxTemplates [default: every template].
-        #[arg(short = 'n', long, env = "AGENTTIER_NAMESPACE")]
-        namespace: Option<String>,
-    },
-    /// Show one template.
-    #[command(after_help = "Example:\n  agenttier template get langgraph-agent -o json")]
-    Get(Target),
 }
 
 pub async fn run(api: &Api, out: Format, cmd: SandboxCmd) -> Result<i32> {
@@ -199,11 +173,11 @@ pub async fn run(api: &Api, out: Format, cmd: SandboxCmd) -> Result<i32> {
             }
             Ok(0)
         }
-        SandboxCmd::Exec(a) => exec(api, out, a).await,
+        SandboxCmd::Exec(a) => super::exec::run(api, out, a).await,
     }
 }
 
-fn url(api: &Api, t: &Target, more: &[&str]) -> reqwest::Url {
+pub fn url(api: &Api, t: &Target, more: &[&str]) -> reqwest::Url {
     let mut segs = vec!["sandboxes", t.name.as_str()];
     segs.extend(more);
     Api::with_query(api.url(&segs), &[("namespace", t.namespace.as_deref())])
@@ -335,96 +309,4 @@ fn show(v: &Value) {
         pairs.push(("max invokes", s(ac, "maxConcurrentInvokes")));
     }
     output::fields(&pairs);
-}
-
-async fn exec(api: &Api, out: Format, a: ExecArgs) -> Result<i32> {
-    let body = json!({"command": a.command, "timeout": a.timeout});
-    let rb = api
-        .request(Method::POST, url(api, &a.target, &["exec"]))
-        .header("Accept", "application/json")
-        .timeout(Duration::from_secs(a.timeout.saturating_add(30)))
-        .json(&body);
-    let resp = match api.send(rb).await {
-        Ok(r) => r,
-        Err(e) if e.status() == Some(501) || e.code() == "endpoint_not_supported" => {
-            return Err(Error::Failed(format!(
-                "this server does not support `sandbox exec` yet ({e})"
-            )));
-        }
-        Err(e) => return Err(e),
-    };
-    let v: Value = resp.json().await.map_err(|e| api.unreachable(&e))?;
-    let code = if v["timedOut"].as_bool() == Some(true) {
-        124
-    } else {
-        v["exitCode"]
-            .as_i64()
-            .filter(|c| (0..=255).contains(c))
-            .unwrap_or(1) as i32
-    };
-    if out == Format::Json {
-        output::json(&v);
-    } else {
-        use std::io::Write as _;
-        let _ = std::io::stdout().write_all(s(&v, "stdout").as_bytes());
-        let _ = std::io::stderr().write_all(s(&v, "stderr").as_bytes());
-        if code == 124 {
-            eprintln!("agenttier: the command timed out after {}s", a.timeout);
-        }
-    }
-    Ok(code)
-}
-
-pub async fn template(api: &Api, out: Format, cmd: TemplateCmd) -> Result<i32> {
-    match cmd {
-        TemplateCmd::List { namespace } => {
-            let v = api
-                .get(&["templates"], &[("namespace", namespace.as_deref())])
-                .await?;
-            if out == Format::Json {
-                output::json(&v);
-                return Ok(0);
-            }
-            let rows: Vec<Vec<String>> = v["templates"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .map(|t| {
-                            ["name", "kind", "mode", "image", "description"]
-                                .iter()
-                                .map(|k| s(t, k))
-                                .collect()
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            output::table(&["NAME", "KIND", "MODE", "IMAGE", "DESCRIPTION"], &rows);
-        }
-        TemplateCmd::Get(t) => {
-            let v = api
-                .get(
-                    &["templates", &t.name],
-                    &[("namespace", t.namespace.as_deref())],
-                )
-                .await?;
-            if out == Format::Json {
-                output::json(&v);
-                return Ok(0);
-            }
-            output::fields(&[
-                ("name", s(&v, "name")),
-                ("kind", s(&v, "kind")),
-                ("namespace", s(&v, "namespace")),
-                ("mode", s(&v, "mode")),
-                ("image", s(&v, "image")),
-                ("description", s(&v, "description")),
-            ]);
-            outln!("spec:");
-            let spec = serde_json::to_string_pretty(&v["spec"]).unwrap_or_default();
-            for line in spec.lines() {
-                outln!("  {line}");
-            }
-        }
-    }
-    Ok(0)
 }
