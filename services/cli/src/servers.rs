@@ -182,8 +182,9 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
     let store: Arc<dyn Store> = Arc::new(FileStore::open(&data_dir.join("state.redb"))?);
     let bus: Arc<dyn Bus> = Arc::new(memory::Bus::new());
     let subjects = Subjects::default();
-    // Validate everything before serving anything.
-    agenttier_controller::load_templates(args.controller.manifests.as_deref())?;
+    // Templates are in the store before the first request can ask for one.
+    agenttier_controller::publish_templates(store.as_ref(), args.controller.manifests.as_deref())
+        .await?;
     bootstrap_admin(store.as_ref(), args.bootstrap_api_key.as_deref(), &data_dir).await?;
     let listener = bind(args.listen).await?;
 

@@ -65,6 +65,16 @@ pub fn load_templates(dir: Option<&Path>) -> Result<Vec<Template>, Error> {
     Ok(out)
 }
 
+/// Writes the built-in templates and those under `manifests` to the store.
+pub async fn publish_templates(store: &dyn Store, manifests: Option<&Path>) -> Result<(), Error> {
+    let templates = load_templates(manifests)?;
+    for t in &templates {
+        store.put(&t.key(), store::to_bytes(t)).await?;
+    }
+    tracing::info!(templates = templates.len(), "templates published");
+    Ok(())
+}
+
 /// Runs the controller until `shutdown`.
 pub async fn run(
     args: Args,
@@ -73,11 +83,7 @@ pub async fn run(
     subjects: Subjects,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let templates = load_templates(args.manifests.as_deref())?;
-    for t in &templates {
-        store.put(&t.key(), store::to_bytes(t)).await?;
-    }
-    tracing::info!(templates = templates.len(), "templates published");
+    publish_templates(store.as_ref(), args.manifests.as_deref()).await?;
     placement::run(bus, store, subjects, shutdown, Duration::from_secs(3)).await
 }
 
