@@ -101,13 +101,28 @@ class Server:
         self._dir.cleanup()
 
 
+_running: list[Server] = []
+
+
 @pytest.fixture(scope="session")
 def server() -> Iterator[Server]:
     s = Server()
+    _running.append(s)
     try:
         yield s
     finally:
+        _running.remove(s)
         s.stop()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """On a failure, shows the end of the server's log next to the traceback."""
+    report = yield
+    if report.failed and _running:
+        lines = _running[0].log_path.read_text(errors="replace").splitlines()[-40:]
+        report.sections.append(("agenttier server log (last 40 lines)", "\n".join(lines)))
+    return report
 
 
 _names = itertools.count(1)
