@@ -12,23 +12,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agenttier_bus::msg::{
-    CHUNK_BYTES, EventKind, ExecAccepted, ExecRequest, ExitData, FILE_MAX_BYTES, FilesOp,
-    FilesRequest, OFFSET_HEADER, ReadStart, Rejection, Reply, StartData, WriteAck,
+    CHUNK_BYTES, ExecAccepted, ExecRequest, FILE_MAX_BYTES, FilesOp, FilesRequest, OFFSET_HEADER,
+    ReadStart, Rejection, Reply, WriteAck,
 };
 use agenttier_bus::{Headers, Message, Subscription, respond_json};
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use crate::Node;
 use crate::actor::{AdmitExec, AdmitFiles, ExecEnded};
-use crate::events::EventLog;
 use crate::files::{Target, Workspace};
-use crate::listener::{Hosted, decode, flatten, receive_stdin, reply, watch_attached};
-use crate::run::{Limits, run};
-use crate::runtime::Spec;
+use crate::launch;
+use crate::listener::{Hosted, decode, flatten, reply};
 
 /// A transfer with no chunk (or pull) for this long is abandoned.
 const TRANSFER_IDLE: Duration = Duration::from_secs(30);
@@ -53,52 +49,14 @@ pub(crate) async fn exec(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
         Err(rej) => return reply::<()>(&node, &msg, Err(rej)).await,
     };
     let id = req.exec_id.clone();
-    let bus = node.bus.clone();
-    let log = EventLog::new(bus.clone(), node.subjects.exec_events(&id));
-    let done = CancellationToken::new();
-    if let Err(e) = log
-        .serve_replay(node.subjects.exec_replay(&id), done.clone())
-        .await
-    {
-        tracing::warn!(error = %e, "replay unavailable for {id}");
-    }
-
-    // Stdin: the inline part, then acknowledged chunks; EOF after the last.
-    let (stdin_tx, stdin_rx) = mpsc::channel::<Bytes>(16);
-    if !req.stdin.is_empty() {
-        let _ = stdin_tx.try_send(req.stdin.clone());
-    }
-    if req.stdin_len > req.stdin.len() as u64 {
-        match bus.subscribe(node.subjects.exec_stdin(&id)).await {
-            Ok(sub) => {
-                tokio::spawn(receive_stdin(
-                    node.clone(),
-                    sub,
-                    req.stdin.len() as u64,
-                    req.stdin_len,
-                    stdin_tx,
-                ));
-            }
-            Err(e) => tracing::warn!(error = %e, "stdin subscription failed for {id}"),
-        }
-    } else {
-        drop(stdin_tx);
-    }
-
-    // Nobody waiting for the result (the client left) ends the run.
-    let abandoned = CancellationToken::new();
-    match bus.subscribe(node.subjects.exec_attached(&id)).await {
-        Ok(sub) => {
-            tokio::spawn(watch_attached(
-                bus.clone(),
-                sub,
-                node.client_grace,
-                abandoned.clone(),
-                done.clone(),
-            ));
-        }
-        Err(e) => tracing::warn!(error = %e, "attached subscription failed for {id}"),
-    }
+    let subjects = launch::Subjects {
+        events: node.subjects.exec_events(&id),
+        replay: node.subjects.exec_replay(&id),
+        stdin: node.subjects.exec_stdin(&id),
+        // Nobody waiting for the result (the client left) ends the run.
+        attached: Some(node.subjects.exec_attached(&id)),
+    };
+    let launched = launch::prepare(&node, &id, subjects, req.stdin.clone(), req.stdin_len).await;
 
     let accepted = ExecAccepted {
         exec_id: id.clone(),
@@ -108,38 +66,11 @@ pub(crate) async fn exec(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
     node.touch(&sbx);
 
     tokio::spawn(async move {
-        log.emit(EventKind::Start(StartData {
-            invoke_id: id.clone(),
-            started_at: plan.started_at,
-        }))
-        .await;
-        let workspace = sbx.dirs.workspace();
-        let spec = Spec {
-            workspace: &workspace,
-            argv: &plan.argv,
-            env: &plan.env,
-            network: plan.network,
-            cwd: &plan.cwd,
+        let handle = sbx.handle.clone();
+        let release = |_| async move {
+            let _ = handle.ask(ExecEnded(id)).await;
         };
-        let limits = Limits {
-            timeout: plan.timeout,
-            idle_timeout: plan.idle_timeout,
-            max_output_bytes: plan.max_output_bytes,
-            cancel: plan.cancel.clone(),
-            abandoned,
-        };
-        let out = run(&node.runtime, &spec, stdin_rx, &limits, &log, false).await;
-        let _ = sbx.handle.ask(ExecEnded(id.clone())).await;
-        log.emit(EventKind::Exit(ExitData {
-            invoke_id: id,
-            exit_code: out.exit_code,
-            duration_ms: out.duration.as_millis() as u64,
-            reason: out.reason,
-            cause: out.cause,
-            message: out.message,
-        }))
-        .await;
-        done.cancel();
+        launched.run(&node, &sbx, &plan, release).await;
     });
 }
 

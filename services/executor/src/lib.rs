@@ -12,6 +12,7 @@ mod configure;
 mod events;
 mod files;
 mod hostview;
+mod launch;
 mod listener;
 pub mod output;
 mod run;

@@ -6,9 +6,8 @@ use std::time::Duration;
 
 use agenttier_bus::model::{Phase, Sandbox};
 use agenttier_bus::msg::{
-    CancelRequest, ConfigureAccepted, ConfigureRequest, EventKind, ExitData, ExitReason,
-    InvokeAccepted, InvokeRequest, OFFSET_HEADER, Rejection, Reply, SimpleRequest, StartData,
-    StdinAck,
+    CancelRequest, ConfigureAccepted, ConfigureRequest, EventKind, ExitReason, InvokeAccepted,
+    InvokeRequest, OFFSET_HEADER, Rejection, Reply, SimpleRequest, StdinAck,
 };
 use agenttier_bus::subject::Verb;
 use agenttier_bus::{Message, Subscription, respond_json, store};
@@ -25,8 +24,7 @@ use crate::actor::{
 };
 use crate::configure;
 use crate::events::EventLog;
-use crate::run::{Limits, run};
-use crate::runtime::Spec;
+use crate::launch;
 use crate::state::Dirs;
 
 /// One sandbox hosted here.
@@ -175,57 +173,18 @@ async fn invoke(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
         }
     };
     let id = req.invoke_id.clone();
-    let bus = node.bus.clone();
-    let log = EventLog::new(bus.clone(), node.subjects.invoke_events(&id));
-    let done = CancellationToken::new();
-    if let Err(e) = log
-        .serve_replay(node.subjects.invoke_replay(&id), done.clone())
-        .await
-    {
-        tracing::warn!(error = %e, "replay unavailable for {id}");
-    }
-
-    // Stdin: the inline part, then acknowledged chunks; EOF after the last.
-    let (stdin_tx, stdin_rx) = mpsc::channel::<Bytes>(16);
-    let mut first = req.stdin.clone();
-    if let Some(p) = req.prompt.as_ref().filter(|_| req.stdin_len == 0) {
-        first = Bytes::from(p.clone().into_bytes());
-    }
-    if !first.is_empty() {
-        let _ = stdin_tx.try_send(first);
-    }
-    if req.stdin_len > req.stdin.len() as u64 {
-        match bus.subscribe(node.subjects.invoke_stdin(&id)).await {
-            Ok(sub) => {
-                tokio::spawn(receive_stdin(
-                    node.clone(),
-                    sub,
-                    req.stdin.len() as u64,
-                    req.stdin_len,
-                    stdin_tx,
-                ));
-            }
-            Err(e) => tracing::warn!(error = %e, "stdin subscription failed for {id}"),
-        }
-    } else {
-        drop(stdin_tx);
-    }
-
-    let abandoned = CancellationToken::new();
-    if !req.detach {
-        match bus.subscribe(node.subjects.invoke_attached(&id)).await {
-            Ok(sub) => {
-                tokio::spawn(watch_attached(
-                    bus.clone(),
-                    sub,
-                    node.client_grace,
-                    abandoned.clone(),
-                    done.clone(),
-                ));
-            }
-            Err(e) => tracing::warn!(error = %e, "attached subscription failed for {id}"),
-        }
-    }
+    // The prompt is the stdin when the body is empty.
+    let (first, total) = match req.prompt.as_ref().filter(|_| req.stdin_len == 0) {
+        Some(p) => (Bytes::from(p.clone().into_bytes()), p.len() as u64),
+        None => (req.stdin.clone(), req.stdin_len),
+    };
+    let subjects = launch::Subjects {
+        events: node.subjects.invoke_events(&id),
+        replay: node.subjects.invoke_replay(&id),
+        stdin: node.subjects.invoke_stdin(&id),
+        attached: (!req.detach).then(|| node.subjects.invoke_attached(&id)),
+    };
+    let launched = launch::prepare(&node, &id, subjects, first, total).await;
 
     let accepted = InvokeAccepted {
         invoke_id: id.clone(),
@@ -243,52 +202,23 @@ async fn invoke(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
     .await;
 
     tokio::spawn(async move {
-        log.emit(EventKind::Start(StartData {
-            invoke_id: id.clone(),
-            started_at: plan.started_at,
-        }))
-        .await;
-        let workspace = sbx.dirs.workspace();
-        let spec = Spec {
-            workspace: &workspace,
-            argv: &plan.argv,
-            env: &plan.env,
-            network: plan.network,
-            cwd: &plan.cwd,
+        let handle = sbx.handle.clone();
+        let release = |reason| async move {
+            let _ = handle
+                .ask(RunEnded {
+                    invoke_id: id.clone(),
+                    reason,
+                })
+                .await;
         };
-        let limits = Limits {
-            timeout: plan.timeout,
-            idle_timeout: plan.idle_timeout,
-            max_output_bytes: plan.max_output_bytes,
-            cancel: plan.cancel.clone(),
-            abandoned,
-        };
-        let out = run(&node.runtime, &spec, stdin_rx, &limits, &log, false).await;
-        // The slot is free before anyone can see the exit.
-        let _ = sbx
-            .handle
-            .ask(RunEnded {
-                invoke_id: id.clone(),
-                reason: out.reason,
-            })
-            .await;
-        let exit = ExitData {
-            invoke_id: id.clone(),
-            exit_code: out.exit_code,
-            duration_ms: out.duration.as_millis() as u64,
-            reason: out.reason,
-            cause: out.cause.clone(),
-            message: out.message.clone(),
-        };
-        log.emit(EventKind::Exit(exit)).await;
-        done.cancel();
+        let out = launched.run(&node, &sbx, &plan, release).await;
         let kind = match (out.reason, out.exit_code) {
             (ExitReason::Completed, 0) => "AgentInvokeCompleted",
             (ExitReason::Canceled, _) => "AgentInvokeCanceled",
             _ => "AgentInvokeFailed",
         };
         let details = serde_json::json!({"exitCode": out.exit_code, "durationMs": out.duration.as_millis() as u64, "reason": out.reason, "cause": out.cause});
-        node.lifecycle(&sbx, kind, &req.caller.sub, Some(&id), details)
+        node.lifecycle(&sbx, kind, &req.caller.sub, Some(&req.invoke_id), details)
             .await;
     });
 }

@@ -1,0 +1,143 @@
+//! Launching an admitted run (an invoke or an exec): what must be listening
+//! on the bus before the request is acknowledged, and the run itself with
+//! its numbered `start` and `exit`.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use agenttier_bus::msg::{EventKind, ExitData, ExitReason, StartData};
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::Node;
+use crate::actor::RunPlan;
+use crate::events::EventLog;
+use crate::listener::{Hosted, receive_stdin, watch_attached};
+use crate::run::{Limits, Outcome, run};
+use crate::runtime::Spec;
+
+/// The subjects of one run.
+pub(crate) struct Subjects {
+    pub events: String,
+    pub replay: String,
+    pub stdin: String,
+    /// `None` for a detached run: nobody needs to stay attached.
+    pub attached: Option<String>,
+}
+
+/// A run whose subjects are served; acknowledge the request, then [`Launched::run`].
+pub(crate) struct Launched {
+    id: String,
+    log: EventLog,
+    /// Fires when the run has ended; replay is served for the retention after.
+    done: CancellationToken,
+    stdin: mpsc::Receiver<Bytes>,
+    abandoned: CancellationToken,
+}
+
+/// Subscribes everything the run needs before anyone is told it started:
+/// replay, stdin beyond the `first` bytes (`total` in all), attachment.
+pub(crate) async fn prepare(
+    node: &Arc<Node>,
+    id: &str,
+    s: Subjects,
+    first: Bytes,
+    total: u64,
+) -> Launched {
+    let bus = node.bus.clone();
+    let log = EventLog::new(bus.clone(), s.events);
+    let done = CancellationToken::new();
+    if let Err(e) = log.serve_replay(s.replay, done.clone()).await {
+        tracing::warn!(error = %e, "replay unavailable for {id}");
+    }
+
+    // Stdin: the inline part, then acknowledged chunks; EOF after the last.
+    let inline = first.len() as u64;
+    let (stdin_tx, stdin) = mpsc::channel::<Bytes>(16);
+    if !first.is_empty() {
+        let _ = stdin_tx.try_send(first);
+    }
+    if total > inline {
+        match bus.subscribe(s.stdin).await {
+            Ok(sub) => {
+                tokio::spawn(receive_stdin(node.clone(), sub, inline, total, stdin_tx));
+            }
+            Err(e) => tracing::warn!(error = %e, "stdin subscription failed for {id}"),
+        }
+    }
+
+    let abandoned = CancellationToken::new();
+    if let Some(subject) = s.attached {
+        match bus.subscribe(subject).await {
+            Ok(sub) => {
+                tokio::spawn(watch_attached(
+                    bus.clone(),
+                    sub,
+                    node.client_grace,
+                    abandoned.clone(),
+                    done.clone(),
+                ));
+            }
+            Err(e) => tracing::warn!(error = %e, "attached subscription failed for {id}"),
+        }
+    }
+    Launched {
+        id: id.to_string(),
+        log,
+        done,
+        stdin,
+        abandoned,
+    }
+}
+
+impl Launched {
+    /// Runs `plan` in the sandbox: `start`, the output, then `release` (the
+    /// slot is free before anyone can see the end), then `exit`.
+    pub async fn run<F, Fut>(self, node: &Node, sbx: &Hosted, plan: &RunPlan, release: F) -> Outcome
+    where
+        F: FnOnce(ExitReason) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let Launched {
+            id,
+            log,
+            done,
+            stdin,
+            abandoned,
+        } = self;
+        log.emit(EventKind::Start(StartData {
+            invoke_id: id.clone(),
+            started_at: plan.started_at,
+        }))
+        .await;
+        let workspace = sbx.dirs.workspace();
+        let spec = Spec {
+            workspace: &workspace,
+            argv: &plan.argv,
+            env: &plan.env,
+            network: plan.network,
+            cwd: &plan.cwd,
+        };
+        let limits = Limits {
+            timeout: plan.timeout,
+            idle_timeout: plan.idle_timeout,
+            max_output_bytes: plan.max_output_bytes,
+            cancel: plan.cancel.clone(),
+            abandoned,
+        };
+        let out = run(&node.runtime, &spec, stdin, &limits, &log, false).await;
+        release(out.reason).await;
+        log.emit(EventKind::Exit(ExitData {
+            invoke_id: id,
+            exit_code: out.exit_code,
+            duration_ms: out.duration.as_millis() as u64,
+            reason: out.reason,
+            cause: out.cause.clone(),
+            message: out.message.clone(),
+        }))
+        .await;
+        done.cancel();
+        out
+    }
+}
