@@ -223,8 +223,9 @@ pub(crate) async fn exec(
     Ok(axum::Json(collect(rx, OUTPUT_CAP).await).into_response())
 }
 
-/// Sends `data` after its first chunk as acknowledged raw chunks, in order.
-async fn send_chunks(ctx: Ctx, subject: String, data: Bytes) {
+/// Sends `data` after its first chunk as acknowledged raw chunks, in order
+/// (stdin of invokes and execs).
+pub(crate) async fn send_chunks(ctx: Ctx, subject: String, data: Bytes) {
     let mut offset = CHUNK_BYTES;
     while offset < data.len() {
         let end = (offset + CHUNK_BYTES).min(data.len());

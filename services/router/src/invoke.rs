@@ -16,16 +16,15 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use agenttier_bus::Headers;
 use agenttier_bus::model::parse_duration;
 use agenttier_bus::msg::{
-    CHUNK_BYTES, CancelRequest, Event, InvokeAccepted, InvokeRequest, OFFSET_HEADER, SimpleRequest,
-    StdinAck,
+    CHUNK_BYTES, CancelRequest, Event, InvokeAccepted, InvokeRequest, SimpleRequest,
 };
 use agenttier_bus::subject::Verb;
 
 use crate::actor::{RUNNING, RUNNING_OR_STOPPED, ask};
 use crate::auth::Caller;
+use crate::code::send_chunks;
 use crate::error::{Json, Path, Query};
 use crate::relay::{self, Kind, Relay, ReplayError};
 use crate::resolve::{NsQuery, resolve};
@@ -137,7 +136,11 @@ pub(crate) async fn invoke(
     }
     tracing::info!(namespace = %sbx.namespace, name = %sbx.name, %invoke_id, "invoke accepted");
     if stdin.len() > CHUNK_BYTES {
-        tokio::spawn(send_stdin(ctx.clone(), invoke_id.clone(), stdin));
+        tokio::spawn(send_chunks(
+            ctx.clone(),
+            ctx.subjects.invoke_stdin(&invoke_id),
+            stdin,
+        ));
     }
     let relay = Relay {
         bus: ctx.bus.clone(),
@@ -155,32 +158,6 @@ pub(crate) async fn invoke(
         relay.spawn(events, 0, None),
         ctx.config.keepalive_interval,
     ))
-}
-
-/// Sends stdin after the inline part as acknowledged chunks, in order.
-async fn send_stdin(ctx: Ctx, invoke_id: String, stdin: Bytes) {
-    let subject = ctx.subjects.invoke_stdin(&invoke_id);
-    let mut offset = CHUNK_BYTES;
-    while offset < stdin.len() {
-        let end = (offset + CHUNK_BYTES).min(stdin.len());
-        let headers = Headers::new().with(OFFSET_HEADER, offset.to_string());
-        let r = ctx
-            .bus
-            .request(
-                subject.clone(),
-                headers,
-                stdin.slice(offset..end),
-                ctx.config.request_timeout,
-            )
-            .await;
-        match r.and_then(|m| m.json::<StdinAck>()) {
-            Ok(_) => offset = end,
-            Err(e) => {
-                tracing::warn!(%invoke_id, offset, error = %e, "stdin chunk not acknowledged; giving up");
-                return;
-            }
-        }
-    }
 }
 
 #[derive(Debug, Deserialize)]
