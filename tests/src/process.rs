@@ -349,11 +349,22 @@ fn copy_stdout(stdout: std::process::ChildStdout, log: Arc<Mutex<File>>, tx: mps
 /// The bound on one end-to-end scenario (startup not included).
 pub const SCENARIO_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// Runs `fut`, panicking if it takes longer than [`SCENARIO_TIMEOUT`].
+/// Whether `AGENTTIER_FAULT_SCALE=full` asks for the fault tests at full size.
+pub fn full_scale() -> bool {
+    std::env::var("AGENTTIER_FAULT_SCALE").as_deref() == Ok("full")
+}
+
+/// Runs `fut`, panicking if it takes longer than [`SCENARIO_TIMEOUT`] (ten
+/// times that at full scale).
 pub async fn bounded_scenario<F: std::future::Future>(fut: F) -> F::Output {
-    match tokio::time::timeout(SCENARIO_TIMEOUT, fut).await {
+    let limit = if full_scale() {
+        SCENARIO_TIMEOUT * 10
+    } else {
+        SCENARIO_TIMEOUT
+    };
+    match tokio::time::timeout(limit, fut).await {
         Ok(out) => out,
-        Err(_) => panic!("scenario did not finish within {SCENARIO_TIMEOUT:?}"),
+        Err(_) => panic!("scenario did not finish within {limit:?}"),
     }
 }
 

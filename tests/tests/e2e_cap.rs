@@ -27,9 +27,10 @@ bump(-1)
 "#;
 
 fn burst_size() -> usize {
-    match std::env::var("AGENTTIER_FAULT_SCALE").as_deref() {
-        Ok("full") => 1000,
-        _ => 150,
+    if agenttier_tests::process::full_scale() {
+        1000
+    } else {
+        150
     }
 }
 

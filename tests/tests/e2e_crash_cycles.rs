@@ -28,9 +28,10 @@ const FAULTS: [Fault; 5] = [
 ];
 
 fn cycles() -> usize {
-    match std::env::var("AGENTTIER_FAULT_SCALE").as_deref() {
-        Ok("full") => 100,
-        _ => FAULTS.len(),
+    if agenttier_tests::process::full_scale() {
+        100
+    } else {
+        FAULTS.len()
     }
 }
 

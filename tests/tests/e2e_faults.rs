@@ -141,11 +141,12 @@ async fn a_retry_with_the_same_idempotency_key_attaches_to_the_same_run(sys: &mu
 /// Where the router dies: three fixed points, or with
 /// `AGENTTIER_FAULT_SCALE=full` twenty random ones.
 fn cut_points(lines: u64) -> Vec<u64> {
-    match std::env::var("AGENTTIER_FAULT_SCALE").as_deref() {
-        Ok("full") => (0..20)
+    if agenttier_tests::process::full_scale() {
+        (0..20)
             .map(|_| 1 + rand::random::<u64>() % (lines - 1))
-            .collect(),
-        _ => vec![150, lines * 2 / 5, lines * 19 / 20],
+            .collect()
+    } else {
+        vec![150, lines * 2 / 5, lines * 19 / 20]
     }
 }
 
