@@ -65,6 +65,16 @@ spec:
   mode: agent
   agent:
     maxConcurrentInvokes: 5
+---
+apiVersion: agenttier.io/v1alpha1
+kind: ClusterSandboxTemplate
+metadata:
+  name: bigout
+spec:
+  description: An agent sandbox allowing 2 GiB of output per run
+  mode: agent
+  agent:
+    maxOutputBytes: 2147483648
 ";
 
 /// A temp directory holding `manifests/` (the harness's templates),
