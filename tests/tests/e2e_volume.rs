@@ -69,7 +69,7 @@ async fn large_output_arrives_exactly_and_the_cap_cuts_it(sys: &mut dyn System) 
                 h.update(b"\n");
                 got += line.len() as u64 + 1;
                 n += 1;
-                if n % 4096 == 0 {
+                if n.is_multiple_of(4096) {
                     peak = peak.max(rss_kib(router));
                 }
             }
