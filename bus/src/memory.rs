@@ -5,6 +5,7 @@
 //! consumer); anything that must not be lost carries sequence numbers and has
 //! a replay path, on both implementations.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,8 +30,20 @@ pub struct Bus {
 
 #[derive(Default)]
 struct Inner {
-    subs: Mutex<Vec<Sub>>,
+    /// Subscriptions by the literal part of their pattern (the tokens before
+    /// the first wildcard), so a publish looks at a handful of buckets, not
+    /// at every subscription.
+    subs: Mutex<HashMap<String, Vec<Sub>>>,
     next_id: AtomicU64,
+}
+
+/// The tokens of `pattern` before its first wildcard, joined.
+fn literal_prefix(pattern: &str) -> String {
+    pattern
+        .split('.')
+        .take_while(|t| *t != "*" && *t != ">")
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 struct Sub {
@@ -43,13 +56,19 @@ struct Sub {
 /// Removes the subscription from the registry when the stream is dropped.
 struct Unsubscribe {
     id: u64,
+    key: String,
     inner: Arc<Inner>,
 }
 
 impl Drop for Unsubscribe {
     fn drop(&mut self) {
-        if let Ok(mut subs) = self.inner.subs.lock() {
-            subs.retain(|s| s.id != self.id);
+        if let Ok(mut subs) = self.inner.subs.lock()
+            && let Some(bucket) = subs.get_mut(&self.key)
+        {
+            bucket.retain(|s| s.id != self.id);
+            if bucket.is_empty() {
+                subs.remove(&self.key);
+            }
         }
     }
 }
@@ -63,10 +82,13 @@ impl Bus {
         validate_subject(&pattern, true)?;
         let (tx, rx) = mpsc::channel(SUBSCRIBER_CAPACITY);
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let key = literal_prefix(&pattern);
         self.inner
             .subs
             .lock()
             .expect("bus registry poisoned")
+            .entry(key.clone())
+            .or_default()
             .push(Sub {
                 id,
                 pattern,
@@ -75,6 +97,7 @@ impl Bus {
             });
         let guard = Unsubscribe {
             id,
+            key,
             inner: self.inner.clone(),
         };
         let stream = ReceiverStream::new(rx).map(move |m| {
@@ -103,10 +126,12 @@ impl Bus {
         let mut delivered = 0;
         // Queue groups: one member each, chosen at random as nats-server does.
         let mut groups: Vec<(&str, Vec<&Sub>)> = Vec::new();
-        for sub in subs
-            .iter()
-            .filter(|s| subject_matches(&s.pattern, &msg.subject))
-        {
+        // The buckets a match can be in: each run of leading tokens.
+        let tokens: Vec<&str> = msg.subject.split('.').collect();
+        let candidates = (0..=tokens.len())
+            .filter_map(|k| subs.get(&tokens[..k].join(".")))
+            .flatten();
+        for sub in candidates.filter(|s| subject_matches(&s.pattern, &msg.subject)) {
             if sub.tx.is_closed() {
                 continue;
             }
