@@ -158,16 +158,14 @@ impl Runtime {
     pub fn command(&self, spec: &Spec<'_>) -> tokio::process::Command {
         let mut cmd = match self.isolation {
             Isolation::Bwrap => {
+                let bwrap = which("bwrap");
                 let mut c = match &self.rlimits {
                     Some(limits) => {
-                        let mut c = tokio::process::Command::new("prlimit");
-                        c.args(limits)
-                            .arg(self.nproc_limit())
-                            .arg("--")
-                            .arg("bwrap");
+                        let mut c = tokio::process::Command::new(which("prlimit"));
+                        c.args(limits).arg(self.nproc_limit()).arg("--").arg(bwrap);
                         c
                     }
-                    None => tokio::process::Command::new("bwrap"),
+                    None => tokio::process::Command::new(bwrap),
                 };
                 c.args(self.bwrap_args(spec.workspace, spec.network, spec.cwd));
                 c.arg("--");
@@ -232,7 +230,18 @@ impl Runtime {
         match self.isolation {
             Isolation::None => signal_tree(pgid, Signal::SIGTERM),
             Isolation::Bwrap => {
-                for pid in group_members(pgid).into_iter().filter(|p| *p != pgid) {
+                let others: Vec<u32> = group_members(pgid)
+                    .into_iter()
+                    .filter(|p| *p != pgid)
+                    .collect();
+                // bwrap and its PID-1 helper only: the command has not started
+                // (a cancel right after `start`), so there is no one to give a
+                // grace period to; end it now rather than at the SIGKILL.
+                if others.len() <= 1 {
+                    signal_tree(pgid, Signal::SIGKILL);
+                    return;
+                }
+                for pid in others {
                     if let Ok(pid) = i32::try_from(pid) {
                         let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGTERM);
                     }
@@ -332,4 +341,28 @@ fn group_members(pgid: u32) -> Vec<u32> {
                 == Some(pgid)
         })
         .collect()
+}
+
+/// `bin` as an absolute path found on the executor's `PATH`. Spawning by
+/// absolute path (with the child's own `PATH` set) lets std use
+/// `posix_spawn` instead of `fork`, whose cost grows with the executor's
+/// memory. Looked up once per binary.
+fn which(bin: &'static str) -> PathBuf {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static FOUND: OnceLock<Mutex<HashMap<&'static str, PathBuf>>> = OnceLock::new();
+    let found = FOUND.get_or_init(Default::default);
+    let mut found = found.lock().unwrap_or_else(|p| p.into_inner());
+    found
+        .entry(bin)
+        .or_insert_with(|| {
+            std::env::var_os("PATH")
+                .and_then(|p| {
+                    std::env::split_paths(&p)
+                        .map(|d| d.join(bin))
+                        .find(|p| p.is_file())
+                })
+                .unwrap_or_else(|| PathBuf::from(bin))
+        })
+        .clone()
 }
