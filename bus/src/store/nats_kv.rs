@@ -55,14 +55,25 @@ impl Store for NatsKvStore {
 
     async fn list(&self, prefix: &str) -> Result<Vec<(String, Entry)>> {
         validate_prefix(prefix)?;
-        let keys: Vec<String> = match self.kv.keys().await {
-            Ok(keys) => keys.try_collect().await.map_err(unavailable)?,
-            Err(e) => return Err(unavailable(e)),
-        };
+        // The stream's per-subject counts name the keys without a consumer
+        // (`kv.keys()` makes one per call, and a busy router runs out of them).
+        let filter = format!("{}{prefix}>", self.kv.prefix);
+        let subjects: Vec<(String, usize)> = self
+            .kv
+            .stream
+            .info_with_subjects(filter)
+            .await
+            .map_err(unavailable)?
+            .try_collect()
+            .await
+            .map_err(unavailable)?;
         let mut out = Vec::new();
-        for key in keys.into_iter().filter(|k| k.starts_with(prefix)) {
-            if let Some(entry) = self.get(&key).await? {
-                out.push((key, entry));
+        for (subject, _) in subjects {
+            let Some(key) = subject.strip_prefix(self.kv.prefix.as_str()) else {
+                continue;
+            };
+            if let Some(entry) = self.get(key).await? {
+                out.push((key.to_string(), entry));
             }
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
