@@ -180,6 +180,7 @@ impl Relay {
             relay: self,
             seq: Sequencer::new(after),
             out: tx,
+            lost: false,
         };
         tokio::spawn(run.run(sub, initial));
         rx
@@ -190,6 +191,9 @@ struct Run {
     relay: Relay,
     seq: Sequencer,
     out: mpsc::Sender<Event>,
+    /// The stream was ended as lost: a configure's `error` is not a terminal
+    /// event, so the sequencer alone would keep the relay going.
+    lost: bool,
 }
 
 impl Run {
@@ -209,7 +213,7 @@ impl Run {
         attach.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let shutdown = self.relay.shutdown.clone();
         let mut heard = Instant::now();
-        while !self.seq.done() {
+        while !self.seq.done() && !self.lost {
             let deadline = heard + self.relay.liveness;
             let step = tokio::select! {
                 biased;
@@ -379,7 +383,7 @@ impl Run {
         if finished {
             self.finish().await?;
         }
-        Ok(!self.seq.done())
+        Ok(!self.seq.done() && !self.lost)
     }
 
     /// The router is shutting down. An invoke stream still ends with an
@@ -419,6 +423,10 @@ impl Run {
 
     /// Ends the stream with the event that says the executor is gone.
     async fn lost(&mut self) -> Step {
+        if self.lost {
+            return Ok(());
+        }
+        self.lost = true;
         let seq = self.seq.last() + 1;
         let kind = match &self.relay.kind {
             Kind::Invoke {
