@@ -48,12 +48,17 @@ impl EventLog {
 
     /// Numbers, retains and publishes one event; returns its seq.
     pub async fn emit(&self, kind: EventKind) -> u64 {
-        use std::sync::atomic::Ordering;
         let terminal = kind.is_terminal();
-        let seq = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
-        let event = Event { seq, kind };
-        let payload = Bytes::from(serde_json::to_vec(&event).unwrap_or_default());
-        if let Ok(mut r) = self.retained.lock() {
+        // The seq is taken and the event retained in one step: a heartbeat
+        // (possibly from another task) never names a seq replay cannot give.
+        let (seq, payload) = {
+            let mut r = match self.retained.lock() {
+                Ok(r) => r,
+                Err(p) => p.into_inner(),
+            };
+            let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            let event = Event { seq, kind };
+            let payload = Bytes::from(serde_json::to_vec(&event).unwrap_or_default());
             r.bytes += payload.len();
             r.events.push_back((event, payload.len()));
             while r.bytes > RETAINED_BYTES && r.events.len() > 1 {
@@ -62,14 +67,22 @@ impl EventLog {
                 }
             }
             r.finished |= terminal;
-        }
+            (seq, payload)
+        };
         self.publish(payload).await;
         seq
     }
 
     /// A liveness beat: the last seq, not retained, not numbered.
     pub async fn heartbeat(&self) {
-        let seq = self.seq.load(std::sync::atomic::Ordering::SeqCst);
+        let seq = {
+            // Under the lock: only seqs already retained are announced.
+            let _r = match self.retained.lock() {
+                Ok(r) => r,
+                Err(p) => p.into_inner(),
+            };
+            self.seq.load(std::sync::atomic::Ordering::SeqCst)
+        };
         let event = Event {
             seq,
             kind: EventKind::Heartbeat,
