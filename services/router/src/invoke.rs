@@ -10,7 +10,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use serde::Deserialize;
 use tokio::sync::mpsc;
@@ -24,7 +23,7 @@ use agenttier_bus::subject::Verb;
 
 use crate::actor::{RUNNING, RUNNING_OR_STOPPED, ask};
 use crate::auth::Caller;
-use crate::code::send_chunks;
+use crate::code::{read_capped, send_chunks};
 use crate::error::{Json, Path, Query};
 use crate::relay::{self, Kind, Relay, ReplayError};
 use crate::resolve::{NsQuery, resolve};
@@ -70,23 +69,6 @@ fn parse_bool(name: &str, v: Option<&str>) -> Result<bool, ApiError> {
             "{name}: {other:?} must be true or false"
         ))),
     }
-}
-
-/// Reads at most `cap` bytes of the body and stops there.
-async fn read_capped(body: Body, cap: usize) -> Result<Bytes, ApiError> {
-    let mut stream = body.into_data_stream();
-    let mut buf = BytesMut::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            ApiError::InvalidRequest(format!("could not read the request body: {e}"))
-        })?;
-        let room = cap - buf.len();
-        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if buf.len() >= cap {
-            break;
-        }
-    }
-    Ok(buf.freeze())
 }
 
 pub(crate) async fn invoke(

@@ -402,21 +402,13 @@ impl Run {
             return;
         }
         let last = self.seq.last();
+        let message = format!(
+            "the router shut down; the run may still be going: resume with \
+             GET .../invokes/{invoke_id}/events and Last-Event-ID: {last}"
+        );
         let ev = Event {
             seq: last,
-            kind: EventKind::Exit(ExitData {
-                invoke_id: invoke_id.clone(),
-                exit_code: -1,
-                duration_ms: started_at
-                    .map(|s| now_unix_ms().saturating_sub(s))
-                    .unwrap_or(0),
-                reason: ExitReason::Error,
-                cause: Some("router_shutdown".into()),
-                message: Some(format!(
-                    "the router shut down; the run may still be going: resume with \
-                     GET .../invokes/{invoke_id}/events and Last-Event-ID: {last}"
-                )),
-            }),
+            kind: error_exit(invoke_id, *started_at, "router_shutdown", message),
         };
         let _ = tokio::time::timeout(Duration::from_secs(1), self.out.send(ev)).await;
     }
@@ -433,16 +425,12 @@ impl Run {
                 invoke_id,
                 started_at,
                 ..
-            } => EventKind::Exit(ExitData {
-                invoke_id: invoke_id.clone(),
-                exit_code: -1,
-                duration_ms: started_at
-                    .map(|s| now_unix_ms().saturating_sub(s))
-                    .unwrap_or(0),
-                reason: ExitReason::Error,
-                cause: Some("executor_lost".into()),
-                message: Some("lost contact with the executor running this invoke".into()),
-            }),
+            } => error_exit(
+                invoke_id,
+                *started_at,
+                "executor_lost",
+                "lost contact with the executor running this invoke".into(),
+            ),
             Kind::Configure { .. } => EventKind::Error(serde_json::json!({
                 "phase": "install",
                 "message": "lost contact with the executor running this configure",
@@ -452,6 +440,20 @@ impl Run {
         let ready = self.seq.push(Event { seq, kind });
         self.send(ready).await
     }
+}
+
+/// An `exit` the router writes itself for a run whose end it cannot see.
+fn error_exit(invoke_id: &str, started_at: Option<u64>, cause: &str, message: String) -> EventKind {
+    EventKind::Exit(ExitData {
+        invoke_id: invoke_id.to_string(),
+        exit_code: -1,
+        duration_ms: started_at
+            .map(|s| now_unix_ms().saturating_sub(s))
+            .unwrap_or(0),
+        reason: ExitReason::Error,
+        cause: Some(cause.to_string()),
+        message: Some(message),
+    })
 }
 
 #[cfg(test)]
