@@ -17,5 +17,5 @@ mod transport;
 
 pub use transport::{
     Bus, Error, Headers, MAX_MESSAGE_SIZE, Message, Result, Subscription, WIRE_HEADER,
-    publish_json, request_json, respond_json,
+    publish_json, request_json, respond_encoded, respond_json,
 };

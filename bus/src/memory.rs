@@ -126,11 +126,12 @@ impl Bus {
         let mut delivered = 0;
         // Queue groups: one member each, chosen at random as nats-server does.
         let mut groups: Vec<(&str, Vec<&Sub>)> = Vec::new();
-        // The buckets a match can be in: each run of leading tokens.
-        let tokens: Vec<&str> = msg.subject.split('.').collect();
-        let candidates = (0..=tokens.len())
-            .filter_map(|k| subs.get(&tokens[..k].join(".")))
-            .flatten();
+        // The buckets a match can be in: each run of leading tokens ("" too).
+        let subject = msg.subject.as_str();
+        let prefixes = std::iter::once("")
+            .chain(subject.match_indices('.').map(|(i, _)| &subject[..i]))
+            .chain(std::iter::once(subject));
+        let candidates = prefixes.filter_map(|p| subs.get(p)).flatten();
         for sub in candidates.filter(|s| subject_matches(&s.pattern, &msg.subject)) {
             if sub.tx.is_closed() {
                 continue;

@@ -175,11 +175,15 @@ pub async fn publish_json<T: Serialize>(bus: &dyn Bus, subject: String, body: &T
 /// Answers a request with a JSON body; a message without a reply subject is
 /// ignored (it was published, not requested).
 pub async fn respond_json<T: Serialize>(bus: &dyn Bus, msg: &Message, body: &T) -> Result<()> {
+    respond_encoded(bus, msg, Bytes::from(serde_json::to_vec(body)?)).await
+}
+
+/// As [`respond_json`], for a body already encoded as JSON.
+pub async fn respond_encoded(bus: &dyn Bus, msg: &Message, json: Bytes) -> Result<()> {
     let Some(reply) = &msg.reply else {
         return Ok(());
     };
-    let payload = Bytes::from(serde_json::to_vec(body)?);
-    bus.publish(reply.clone(), json_headers(), payload).await
+    bus.publish(reply.clone(), json_headers(), json).await
 }
 
 /// Whether `subject` matches the subscription `pattern` (`*` one token, `>` the rest).
@@ -232,9 +236,10 @@ pub fn message_size(headers: &Headers, payload: &[u8]) -> usize {
 
 /// A subject to publish on: non-empty tokens, no wildcards, no whitespace.
 pub fn validate_subject(subject: &str, allow_wildcards: bool) -> Result<()> {
+    let tokens = subject.split('.').count();
     let ok = !subject.is_empty()
         && subject.split('.').enumerate().all(|(i, t)| {
-            let last = i == subject.split('.').count() - 1;
+            let last = i == tokens - 1;
             !t.is_empty()
                 && !t.contains(char::is_whitespace)
                 && (allow_wildcards && (t == "*" || (t == ">" && last)) || !t.contains(['*', '>']))

@@ -5,11 +5,114 @@ use serde::{Deserialize, Serialize};
 /// `seq` counts 1, 2, 3, ... per invoke and becomes the SSE `id:`; the other
 /// fields are exactly the SSE event name and `data` JSON a client sees.
 /// Heartbeats repeat the last `seq` and are never shown to clients.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Event {
     pub seq: u64,
     #[serde(flatten)]
     pub kind: EventKind,
+}
+
+/// By hand rather than derived: a derived `flatten` buffers every event
+/// into an intermediate tree before decoding it, and routers decode every
+/// event of every stream. Here `seq` is taken out of the map as it passes
+/// and the rest goes straight to [`EventKind`]'s own decoder.
+impl<'de> Deserialize<'de> for Event {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{self, DeserializeSeed, IntoDeserializer, MapAccess, Visitor};
+
+        struct EventVisitor;
+        impl<'de> Visitor<'de> for EventVisitor {
+            type Value = Event;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an event object with seq, event and data")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Event, A::Error> {
+                let mut rest = WithoutSeq { map, seq: None };
+                let kind = EventKind::deserialize(MapOf(&mut rest))?;
+                let seq = rest.seq.ok_or_else(|| de::Error::missing_field("seq"))?;
+                Ok(Event { seq, kind })
+            }
+        }
+
+        /// The map minus its `seq` entry, which it keeps.
+        struct WithoutSeq<A> {
+            map: A,
+            seq: Option<u64>,
+        }
+        impl<'de, A: MapAccess<'de>> MapAccess<'de> for WithoutSeq<A> {
+            type Error = A::Error;
+            fn next_key_seed<K: DeserializeSeed<'de>>(
+                &mut self,
+                seed: K,
+            ) -> Result<Option<K::Value>, A::Error> {
+                loop {
+                    let Some(key) = self.map.next_key::<Key<'de>>()? else {
+                        return Ok(None);
+                    };
+                    return match key {
+                        Key::Borrowed("seq") => {
+                            self.seq = Some(self.map.next_value()?);
+                            continue;
+                        }
+                        Key::Owned(k) if k == "seq" => {
+                            self.seq = Some(self.map.next_value()?);
+                            continue;
+                        }
+                        Key::Borrowed(k) => seed
+                            .deserialize(de::value::BorrowedStrDeserializer::new(k))
+                            .map(Some),
+                        Key::Owned(k) => seed.deserialize(k.into_deserializer()).map(Some),
+                    };
+                }
+            }
+            fn next_value_seed<V: DeserializeSeed<'de>>(
+                &mut self,
+                seed: V,
+            ) -> Result<V::Value, A::Error> {
+                self.map.next_value_seed(seed)
+            }
+        }
+
+        /// A map key, borrowed from the input when it can be.
+        enum Key<'de> {
+            Borrowed(&'de str),
+            Owned(String),
+        }
+        impl<'de> Deserialize<'de> for Key<'de> {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct KeyVisitor;
+                impl<'de> Visitor<'de> for KeyVisitor {
+                    type Value = Key<'de>;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str("a field name")
+                    }
+                    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                        Ok(Key::Borrowed(v))
+                    }
+                    fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                        Ok(Key::Owned(v.to_string()))
+                    }
+                }
+                d.deserialize_str(KeyVisitor)
+            }
+        }
+
+        /// A deserializer that hands its visitor the given map.
+        struct MapOf<'a, A>(&'a mut A);
+        impl<'de, A: MapAccess<'de>> serde::Deserializer<'de> for MapOf<'_, A> {
+            type Error = A::Error;
+            fn deserialize_any<V: Visitor<'de>>(self, v: V) -> Result<V::Value, A::Error> {
+                v.visit_map(self.0)
+            }
+            serde::forward_to_deserialize_any! {
+                bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+                bytes byte_buf option unit unit_struct newtype_struct seq tuple
+                tuple_struct map struct enum identifier ignored_any
+            }
+        }
+
+        d.deserialize_map(EventVisitor)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -138,5 +241,42 @@ mod tests {
             e.kind.data_json(),
             r#"{"stream":"stdout","data":"hello world"}"#
         );
+    }
+
+    #[test]
+    fn events_decode_whatever_the_field_order_and_escapes() {
+        let cases = [
+            (r#"{"seq":1,"event":"heartbeat"}"#, 1, "heartbeat"),
+            (r#"{"event":"heartbeat","seq":2}"#, 2, "heartbeat"),
+            (
+                r#"{"data":{"stream":"stderr","data":"x"},"seq":3,"event":"log"}"#,
+                3,
+                "log",
+            ),
+            (
+                r#"{"seq":4,"event":"gap","data":{"from":1,"to":3}}"#,
+                4,
+                "gap",
+            ),
+            (
+                r#"{"seq":5,"event":"result","data":{"skipped":true},"extra":[1]}"#,
+                5,
+                "result",
+            ),
+        ];
+        for (json, seq, name) in cases {
+            let e: Event = serde_json::from_str(json).unwrap_or_else(|e| panic!("{json}: {e}"));
+            assert_eq!((e.seq, e.kind.name()), (seq, name), "{json}");
+            let again: Event = serde_json::from_slice(&serde_json::to_vec(&e).unwrap()).unwrap();
+            assert_eq!(again, e);
+        }
+        for bad in [
+            r#"{"event":"log","data":{"stream":"stdout","data":"x"}}"#,
+            r#"{"seq":1,"event":"nope"}"#,
+            r#"{"seq":"1","event":"heartbeat"}"#,
+            r#"[1]"#,
+        ] {
+            assert!(serde_json::from_str::<Event>(bad).is_err(), "{bad}");
+        }
     }
 }

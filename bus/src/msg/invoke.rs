@@ -50,6 +50,17 @@ pub struct StdinAck {
     pub received: u64,
 }
 
+/// `inv.<id>.attached` (and `exec.<id>.attached`): a router still relays the
+/// run to a client. An empty payload says only that.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attached {
+    /// Every event up to this seq has been handed to the client; the
+    /// executor holds the run's output back when it gets too far ahead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered: Option<u64>,
+}
+
 /// `inv.<id>.replay`: the retained events with `seq > after`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

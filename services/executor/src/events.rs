@@ -2,16 +2,25 @@
 //!
 //! One task owns a run's [`EventLog`] writer, so `seq` order is publish
 //! order. The log keeps recent events (bounded in bytes) for the replay
-//! subject for [`RETENTION`] after the run ends.
+//! subject for [`RETENTION`] after the run ends, as the JSON that was
+//! published (shared with the publish, not parsed again).
+//!
+//! Flow control: routers relaying the run say which seq they have delivered
+//! (`attached {delivered}`); while one has said so recently, the run's
+//! output waits ([`EventLog::paused`]) when more than [`WINDOW`] bytes of
+//! events are ahead of the furthest delivery, so a client that reads slower
+//! than the run writes slows the run instead of losing output.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use agenttier_bus::msg::{Event, EventKind, ReplayReply, ReplayRequest};
+use agenttier_bus::msg::{Event, EventKind, ReplayRequest};
 use agenttier_bus::{Bus, Headers};
 use bytes::Bytes;
 use futures::StreamExt;
+use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// How long events stay available after the run ends.
@@ -20,12 +29,43 @@ pub const RETENTION: Duration = Duration::from_secs(10 * 60);
 const RETAINED_BYTES: usize = 32 * 1024 * 1024;
 /// Replies stay well under the 1 MiB message cap.
 const REPLY_BYTES: usize = 512 * 1024;
+/// Event bytes a run may be ahead of the furthest delivery a router reported
+/// before its output waits. Below a router's live buffer (4 MiB), so a
+/// router that keeps up never has to drop and replay.
+const WINDOW: usize = 2 * 1024 * 1024;
+/// A delivery report older than this no longer holds the run back: the
+/// router that sent it may be gone (routers report at least every 5 s).
+const ACK_FRESH: Duration = Duration::from_secs(12);
 
 #[derive(Default)]
 struct Retained {
-    events: VecDeque<(Event, usize)>,
+    /// `(seq, JSON)`, consecutive seqs from the front.
+    events: VecDeque<(u64, Bytes)>,
     bytes: usize,
+    /// Event bytes ever emitted; `ends[i]` is this total after `events[i]`.
+    total: u64,
+    ends: VecDeque<u64>,
     finished: bool,
+    /// The furthest seq a router said it delivered, and when it said so.
+    delivered: u64,
+    delivered_at: Option<Instant>,
+}
+
+impl Retained {
+    /// Event bytes emitted after `seq` (all retained bytes when `seq` fell out).
+    fn bytes_after(&self, seq: u64) -> u64 {
+        let Some(&(first, _)) = self.events.front() else {
+            return 0;
+        };
+        match seq.checked_sub(first) {
+            None => self.bytes as u64,
+            Some(i) => self
+                .ends
+                .get(i as usize)
+                .map(|end| self.total - end)
+                .unwrap_or(0),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -34,6 +74,7 @@ pub struct EventLog {
     subject: String,
     seq: Arc<std::sync::atomic::AtomicU64>,
     retained: Arc<Mutex<Retained>>,
+    delivered: Arc<Notify>,
 }
 
 impl EventLog {
@@ -43,6 +84,14 @@ impl EventLog {
             subject,
             seq: Default::default(),
             retained: Default::default(),
+            delivered: Default::default(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Retained> {
+        match self.retained.lock() {
+            Ok(r) => r,
+            Err(p) => p.into_inner(),
         }
     }
 
@@ -52,18 +101,19 @@ impl EventLog {
         // The seq is taken and the event retained in one step: a heartbeat
         // (possibly from another task) never names a seq replay cannot give.
         let (seq, payload) = {
-            let mut r = match self.retained.lock() {
-                Ok(r) => r,
-                Err(p) => p.into_inner(),
-            };
+            let mut r = self.lock();
             let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
             let event = Event { seq, kind };
             let payload = Bytes::from(serde_json::to_vec(&event).unwrap_or_default());
             r.bytes += payload.len();
-            r.events.push_back((event, payload.len()));
+            r.total += payload.len() as u64;
+            let total = r.total;
+            r.ends.push_back(total);
+            r.events.push_back((seq, payload.clone()));
             while r.bytes > RETAINED_BYTES && r.events.len() > 1 {
-                if let Some((_, n)) = r.events.pop_front() {
-                    r.bytes -= n;
+                if let Some((_, p)) = r.events.pop_front() {
+                    r.bytes -= p.len();
+                    r.ends.pop_front();
                 }
             }
             r.finished |= terminal;
@@ -77,10 +127,7 @@ impl EventLog {
     pub async fn heartbeat(&self) {
         let seq = {
             // Under the lock: only seqs already retained are announced.
-            let _r = match self.retained.lock() {
-                Ok(r) => r,
-                Err(p) => p.into_inner(),
-            };
+            let _r = self.lock();
             self.seq.load(std::sync::atomic::Ordering::SeqCst)
         };
         let event = Event {
@@ -102,28 +149,56 @@ impl EventLog {
         }
     }
 
-    pub fn replay(&self, req: &ReplayRequest) -> ReplayReply {
-        let r = match self.retained.lock() {
-            Ok(r) => r,
-            Err(p) => p.into_inner(),
-        };
-        let first_retained = r.events.front().map(|(e, _)| e.seq).unwrap_or(1);
-        let mut events = Vec::new();
+    /// A router delivered every event up to `seq` to its client.
+    pub fn delivered(&self, seq: u64) {
+        let mut r = self.lock();
+        r.delivered = r.delivered.max(seq);
+        r.delivered_at = Some(Instant::now());
+        drop(r);
+        self.delivered.notify_one();
+    }
+
+    /// Whether the run's output should wait: a router reported recently, and
+    /// the events ahead of the furthest delivery exceed [`WINDOW`].
+    pub fn paused(&self) -> bool {
+        let r = self.lock();
+        r.delivered_at.is_some_and(|at| {
+            at.elapsed() < ACK_FRESH && r.bytes_after(r.delivered) > WINDOW as u64
+        })
+    }
+
+    /// Resolves at the next delivery report.
+    pub async fn next_delivery(&self) {
+        self.delivered.notified().await
+    }
+
+    /// The reply to a replay request: a [`ReplayReply`](agenttier_bus::msg::ReplayReply)
+    /// written from the retained JSON.
+    pub fn replay(&self, req: &ReplayRequest) -> Bytes {
+        let r = self.lock();
+        let first_retained = r.events.front().map(|(s, _)| *s).unwrap_or(1);
+        let skip = req.after.saturating_sub(first_retained - 1) as usize;
+        let mut out = Vec::with_capacity(1024);
+        out.extend_from_slice(b"{\"events\":[");
         let mut bytes = 0;
-        for (e, n) in r.events.iter().filter(|(e, _)| e.seq > req.after) {
-            if events.len() >= req.limit.max(1) as usize
-                || bytes + n > REPLY_BYTES && !events.is_empty()
-            {
+        for (n, (_, payload)) in r.events.iter().skip(skip).enumerate() {
+            if n >= req.limit.max(1) as usize || bytes + payload.len() > REPLY_BYTES && n > 0 {
                 break;
             }
-            bytes += n;
-            events.push(e.clone());
+            if n > 0 {
+                out.push(b',');
+            }
+            bytes += payload.len();
+            out.extend_from_slice(payload);
         }
-        ReplayReply {
-            events,
-            finished: r.finished,
-            first_retained,
-        }
+        out.extend_from_slice(
+            format!(
+                "],\"finished\":{},\"firstRetained\":{first_retained}}}",
+                r.finished
+            )
+            .as_bytes(),
+        );
+        Bytes::from(out)
     }
 
     /// Answers `subject` (the run's replay subject) until `stop` fires and
@@ -149,11 +224,78 @@ impl EventLog {
                         let Some(msg) = msg else { break };
                         let Ok(req) = msg.json::<ReplayRequest>() else { continue };
                         let reply = log.replay(&req);
-                        let _ = agenttier_bus::respond_json(log.bus.as_ref(), &msg, &reply).await;
+                        let _ = agenttier_bus::respond_encoded(log.bus.as_ref(), &msg, reply).await;
                     }
                 }
             }
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agenttier_bus::memory::Bus as MemoryBus;
+    use agenttier_bus::msg::{LogData, ReplayReply};
+
+    fn line(data: &str) -> EventKind {
+        EventKind::Log(LogData {
+            stream: "stdout".into(),
+            data: data.into(),
+            encoding: None,
+            partial: false,
+        })
+    }
+
+    fn replay(log: &EventLog, after: u64, limit: u32) -> ReplayReply {
+        serde_json::from_slice(&log.replay(&ReplayRequest { after, limit })).unwrap()
+    }
+
+    #[tokio::test]
+    async fn replay_gives_the_events_after_a_seq_in_pages() {
+        let log = EventLog::new(Arc::new(MemoryBus::new()), "t".into());
+        for i in 0..10 {
+            log.emit(line(&i.to_string())).await;
+        }
+        let r = replay(&log, 3, 4);
+        assert_eq!(
+            r.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [4, 5, 6, 7]
+        );
+        assert_eq!(r.events[0].kind, line("3"));
+        assert_eq!((r.first_retained, r.finished), (1, false));
+        assert!(replay(&log, 10, 100).events.is_empty());
+        log.emit(EventKind::Heartbeat).await;
+        assert!(replay(&log, 0, 100).events.len() == 11);
+    }
+
+    #[tokio::test]
+    async fn retention_drops_the_oldest_and_says_so() {
+        let log = EventLog::new(Arc::new(MemoryBus::new()), "t".into());
+        let big = "x".repeat(1024 * 1024);
+        for _ in 0..40 {
+            log.emit(line(&big)).await;
+        }
+        let r = replay(&log, 0, 1);
+        assert!(r.first_retained > 1, "the oldest events fell out");
+        assert_eq!(r.events[0].seq, r.first_retained);
+        assert_eq!(replay(&log, 39, 10).events[0].seq, 40);
+    }
+
+    #[tokio::test]
+    async fn output_waits_only_for_a_recent_delivery_report_behind_the_window() {
+        let log = EventLog::new(Arc::new(MemoryBus::new()), "t".into());
+        let chunk = "y".repeat(64 * 1024);
+        for _ in 0..64 {
+            log.emit(line(&chunk)).await;
+        }
+        assert!(!log.paused(), "no router reported: nothing holds the run");
+        log.delivered(1);
+        assert!(log.paused(), "4 MiB ahead of the delivery");
+        log.delivered(40);
+        assert!(!log.paused(), "within the window");
+        log.delivered(2);
+        assert!(!log.paused(), "the furthest delivery counts");
     }
 }

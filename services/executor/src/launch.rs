@@ -77,6 +77,7 @@ pub(crate) async fn prepare(
                     node.client_grace,
                     abandoned.clone(),
                     done.clone(),
+                    Some(log.clone()),
                 ));
             }
             Err(e) => tracing::warn!(error = %e, "attached subscription failed for {id}"),

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use agenttier_bus::model::{Phase, Sandbox};
 use agenttier_bus::msg::{
-    CancelRequest, ConfigureAccepted, ConfigureRequest, EventKind, ExitReason, InvokeAccepted,
-    InvokeRequest, OFFSET_HEADER, Rejection, Reply, SimpleRequest, StdinAck,
+    Attached, CancelRequest, ConfigureAccepted, ConfigureRequest, EventKind, ExitReason,
+    InvokeAccepted, InvokeRequest, OFFSET_HEADER, Rejection, Reply, SimpleRequest, StdinAck,
 };
 use agenttier_bus::subject::Verb;
 use agenttier_bus::{Message, Subscription, respond_json, store};
@@ -248,13 +248,15 @@ pub(crate) async fn receive_stdin(
 
 /// Cancels the run (`abandoned`) once no router has said `attached` for the
 /// grace period. Time while this executor's own bus connection is down does
-/// not count: it could not have heard anyone.
+/// not count: it could not have heard anyone. Delivery reports go to `log`
+/// (flow control).
 pub(crate) async fn watch_attached(
     bus: Arc<dyn agenttier_bus::Bus>,
     mut sub: Subscription,
     grace: Duration,
     abandoned: CancellationToken,
     done: CancellationToken,
+    log: Option<EventLog>,
 ) {
     let mut heard = tokio::time::Instant::now();
     let mut check = tokio::time::interval(Duration::from_millis(500));
@@ -262,7 +264,13 @@ pub(crate) async fn watch_attached(
         tokio::select! {
             _ = done.cancelled() => return,
             m = sub.next() => match m {
-                Some(_) => heard = tokio::time::Instant::now(),
+                Some(m) => {
+                    heard = tokio::time::Instant::now();
+                    let delivered = m.json::<Attached>().ok().and_then(|a| a.delivered);
+                    if let (Some(seq), Some(log)) = (delivered, &log) {
+                        log.delivered(seq);
+                    }
+                }
                 None => return,
             },
             _ = check.tick() => {

@@ -70,9 +70,14 @@ fn utf8_cut(buf: &[u8], at: usize) -> usize {
 
 /// `(data, encoding)` for a `log` event.
 pub fn encode_line(line: &[u8]) -> (String, Option<String>) {
-    match std::str::from_utf8(line) {
-        Ok(s) => (s.to_string(), None),
-        Err(_) => (STANDARD.encode(line), Some("base64".to_string())),
+    encode_owned(line.to_vec())
+}
+
+/// As [`encode_line`], reusing the line's buffer when it is UTF-8.
+pub fn encode_owned(line: Vec<u8>) -> (String, Option<String>) {
+    match String::from_utf8(line) {
+        Ok(s) => (s, None),
+        Err(e) => (STANDARD.encode(e.as_bytes()), Some("base64".to_string())),
     }
 }
 

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::events::EventLog;
-use crate::output::{LineSplitter, encode_line};
+use crate::output::{LineSplitter, encode_owned};
 use crate::runtime::{self, Runtime, Spec};
 
 /// Between SIGTERM and SIGKILL.
@@ -46,8 +46,9 @@ pub struct Outcome {
 }
 
 enum Out {
-    /// A line of a stream, and whether it is partial (no newline after it).
-    Line(&'static str, Vec<u8>, bool),
+    /// The lines of one read of a stream, each with whether it is partial
+    /// (no newline after it).
+    Lines(&'static str, Vec<(Vec<u8>, bool)>),
     Bytes(u64),
     Done,
 }
@@ -65,14 +66,17 @@ async fn pump(mut r: impl AsyncRead + Unpin, stream: &'static str, tx: mpsc::Sen
             return;
         }
         split.push_marked(&buf[..n], &mut lines);
-        for (l, partial) in lines.drain(..) {
-            if tx.send(Out::Line(stream, l, partial)).await.is_err() {
-                return;
-            }
+        if !lines.is_empty()
+            && tx
+                .send(Out::Lines(stream, std::mem::take(&mut lines)))
+                .await
+                .is_err()
+        {
+            return;
         }
     }
     if let Some(l) = split.finish() {
-        let _ = tx.send(Out::Line(stream, l, true)).await;
+        let _ = tx.send(Out::Lines(stream, vec![(l, true)])).await;
     }
     let _ = tx.send(Out::Done).await;
 }
@@ -128,27 +132,39 @@ pub async fn run(
     let deadline = tokio::time::Instant::now() + limits.timeout;
     let mut last_output = tokio::time::Instant::now();
     let mut beat = tokio::time::interval(HEARTBEAT);
-    let mut watchdog = tokio::time::interval(WATCHDOG);
+    // The first look after one period: a run that ends sooner (most invokes)
+    // never pays for a scan of the host's processes.
+    let mut watchdog = tokio::time::interval_at(tokio::time::Instant::now() + WATCHDOG, WATCHDOG);
     let caps = rt.caps();
     let mut status = None;
     let mut killed_at: Option<tokio::time::Instant> = None;
     loop {
+        // A client behind by more than the flow-control window holds the
+        // output back (the pipes fill and the writer blocks); that is not
+        // idleness. A run being stopped is never held back.
+        let paused = end.is_none() && log.paused();
+        if paused {
+            last_output = tokio::time::Instant::now();
+        }
         let idle_at = limits.idle_timeout.map(|d| last_output + d);
         let kill_at = killed_at.map(|t| t + KILL_GRACE);
         tokio::select! {
-            out = rx.recv(), if open_streams > 0 => match out {
+            _ = log.next_delivery(), if paused => {}
+            out = rx.recv(), if open_streams > 0 && !paused => match out {
                 // Past the output cap nothing more goes out, not even lines
                 // already read from the pipe.
-                Some(Out::Line(..)) if output_bytes > limits.max_output_bytes => {}
-                Some(Out::Line(stream, bytes, partial)) => {
-                    if capture {
-                        captured.extend_from_slice(&bytes);
-                        if !partial {
-                            captured.push(b'\n');
+                Some(Out::Lines(..)) if output_bytes > limits.max_output_bytes => {}
+                Some(Out::Lines(stream, lines)) => {
+                    for (bytes, partial) in lines {
+                        if capture {
+                            captured.extend_from_slice(&bytes);
+                            if !partial {
+                                captured.push(b'\n');
+                            }
                         }
+                        let (data, encoding) = encode_owned(bytes);
+                        log.emit(EventKind::Log(LogData { stream: stream.into(), data, encoding, partial })).await;
                     }
-                    let (data, encoding) = encode_line(&bytes);
-                    log.emit(EventKind::Log(LogData { stream: stream.into(), data, encoding, partial })).await;
                 }
                 Some(Out::Bytes(n)) => {
                     last_output = tokio::time::Instant::now();

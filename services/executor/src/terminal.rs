@@ -136,6 +136,7 @@ pub(crate) async fn open(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
                 node.client_grace,
                 abandoned.clone(),
                 done.clone(),
+                None,
             ));
         }
         Err(e) => tracing::warn!(error = %e, "attached subscription failed for {id}"),

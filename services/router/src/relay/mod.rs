@@ -8,8 +8,13 @@
 //!   relay asks for a replay; when nobody answers it the stream ends with a
 //!   synthesized `exit` (`reason: error`, `cause: executor_lost`); a
 //!   configure ends with an `error` event instead.
-//! - Attachment: an invoke relay publishes `inv.<id>.attached` every
-//!   `attach_interval` so the executor knows a client still listens.
+//! - Attachment and flow control: an invoke relay publishes
+//!   `inv.<id>.attached {delivered}` every `attach_interval` (from its own
+//!   task, so a client that stops reading is still attached) and whenever
+//!   another [`REPORT_BYTES`] have been delivered; the executor holds the
+//!   run's output back while it is too far ahead of the delivery.
+//! - Slow clients: live events beyond [`LIVE_BUFFER_BYTES`] are dropped and
+//!   fetched again from replay as soon as the client has taken the rest.
 //! - It ends after the terminal event, when the client leaves, or on shutdown.
 
 mod sequencer;
@@ -19,13 +24,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use agenttier_bus::model::now_unix_ms;
 use agenttier_bus::msg::{
-    Event, EventKind, ExitData, ExitReason, Rejection, ReplayReply, ReplayRequest,
+    Attached, Event, EventKind, ExitData, ExitReason, Rejection, ReplayReply, ReplayRequest,
 };
 use agenttier_bus::{Bus, Headers, Message, Subscription};
 
@@ -41,6 +46,9 @@ const CLIENT_BUFFER: usize = 64;
 /// live events are dropped and fetched again from replay when the client
 /// catches up, so a stalled client costs bounded memory.
 const LIVE_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+/// Delivered event bytes between two delivery reports to the executor
+/// (well under its 2 MiB flow-control window).
+const REPORT_BYTES: usize = 256 * 1024;
 
 /// The live events of a relay, read eagerly from the bus into a buffer of
 /// at most `max_bytes` payload bytes. What does not fit is dropped (the
@@ -49,6 +57,8 @@ const LIVE_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 struct Feed {
     rx: mpsc::Receiver<Message>,
     held: Arc<std::sync::atomic::AtomicUsize>,
+    /// Signaled when a live event was dropped.
+    dropped: Arc<Notify>,
 }
 
 impl Feed {
@@ -65,6 +75,8 @@ fn bounded_feed(mut sub: Subscription, max_bytes: usize) -> Feed {
     let held = Arc::new(AtomicUsize::new(0));
     let (tx, rx) = mpsc::channel::<Message>(16 * 1024);
     let counter = held.clone();
+    let dropped_signal = Arc::new(Notify::new());
+    let signal = dropped_signal.clone();
     tokio::spawn(async move {
         let mut dropped = 0u64;
         loop {
@@ -76,6 +88,7 @@ fn bounded_feed(mut sub: Subscription, max_bytes: usize) -> Feed {
             let n = m.payload.len();
             if counter.load(Ordering::Relaxed) + n > max_bytes {
                 dropped += 1;
+                signal.notify_one();
                 continue;
             }
             counter.fetch_add(n, Ordering::Relaxed);
@@ -83,6 +96,7 @@ fn bounded_feed(mut sub: Subscription, max_bytes: usize) -> Feed {
                 let (mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m)) = e;
                 counter.fetch_sub(m.payload.len(), Ordering::Relaxed);
                 dropped += 1;
+                signal.notify_one();
             }
         }
         if dropped > 0 {
@@ -92,7 +106,11 @@ fn bounded_feed(mut sub: Subscription, max_bytes: usize) -> Feed {
             );
         }
     });
-    Feed { rx, held }
+    Feed {
+        rx,
+        held,
+        dropped: dropped_signal,
+    }
 }
 
 /// What is relayed, and how its liveness is probed.
@@ -176,14 +194,69 @@ impl Relay {
         initial: Option<ReplayReply>,
     ) -> mpsc::Receiver<Event> {
         let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
+        let report = Report::default();
+        let stop_reporting = CancellationToken::new();
+        if let Kind::Invoke {
+            attached: Some(subject),
+            ..
+        } = &self.kind
+        {
+            tokio::spawn(report.clone().publish(
+                self.bus.clone(),
+                subject.clone(),
+                self.attach_interval,
+                stop_reporting.clone(),
+            ));
+        }
         let run = Run {
             relay: self,
             seq: Sequencer::new(after),
             out: tx,
             lost: false,
+            report,
+            unreported: 0,
+            _stop_reporting: stop_reporting.drop_guard(),
         };
         tokio::spawn(run.run(sub, initial));
         rx
+    }
+}
+
+/// What the relay has delivered, told to the executor as `attached`.
+#[derive(Clone, Default)]
+struct Report {
+    delivered: Arc<std::sync::atomic::AtomicU64>,
+    now: Arc<Notify>,
+}
+
+impl Report {
+    /// Publishes `attached {delivered}` every `interval` and when asked to,
+    /// until `stop`. Its own task: a relay waiting on a client that stopped
+    /// reading still says the client is attached.
+    async fn publish(
+        self,
+        bus: Arc<dyn Bus>,
+        subject: String,
+        interval: Duration,
+        stop: CancellationToken,
+    ) {
+        use std::sync::atomic::Ordering;
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+                _ = self.now.notified() => {}
+            }
+            let body = Attached {
+                delivered: Some(self.delivered.load(Ordering::Relaxed)),
+            };
+            if let Err(e) = agenttier_bus::publish_json(bus.as_ref(), subject.clone(), &body).await
+            {
+                tracing::debug!(error = %e, "attached publish failed");
+            }
+        }
     }
 }
 
@@ -194,6 +267,10 @@ struct Run {
     /// The stream was ended as lost: a configure's `error` is not a terminal
     /// event, so the sequencer alone would keep the relay going.
     lost: bool,
+    report: Report,
+    /// Bytes (about) delivered since the last delivery report.
+    unreported: usize,
+    _stop_reporting: tokio_util::sync::DropGuard,
 }
 
 impl Run {
@@ -205,13 +282,8 @@ impl Run {
                 return;
             }
         }
-        let attached = match &self.relay.kind {
-            Kind::Invoke { attached, .. } => attached.clone(),
-            Kind::Configure { .. } => None,
-        };
-        let mut attach = tokio::time::interval(self.relay.attach_interval);
-        attach.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let shutdown = self.relay.shutdown.clone();
+        let dropped = sub.dropped.clone();
         let mut heard = Instant::now();
         while !self.seq.done() && !self.lost {
             let deadline = heard + self.relay.liveness;
@@ -234,17 +306,12 @@ impl Run {
                         other => other.map(|_| false),
                     },
                 },
+                // Only once the feed is empty (biased): what it still holds
+                // is delivered first.
+                _ = dropped.notified() => self.after_drop().await,
                 _ = tokio::time::sleep_until(deadline) => {
                     heard = Instant::now();
                     self.on_silence().await
-                }
-                _ = attach.tick(), if attached.is_some() => {
-                    if let Some(subject) = &attached
-                        && let Err(e) = self.relay.bus.publish(subject.clone(), Headers::new(), Bytes::new()).await
-                    {
-                        tracing::debug!(error = %e, "attached publish failed");
-                    }
-                    Ok(true)
                 }
             };
             if !matches!(step, Ok(true)) {
@@ -260,7 +327,18 @@ impl Run {
             {
                 *started_at = Some(s.started_at);
             }
+            self.unreported += match &e.kind {
+                EventKind::Log(l) => l.data.len() + 64,
+                _ => 64,
+            };
             self.out.send(e).await.map_err(|_| Gone)?;
+        }
+        self.report
+            .delivered
+            .store(self.seq.last(), std::sync::atomic::Ordering::Relaxed);
+        if self.unreported >= REPORT_BYTES {
+            self.unreported = 0;
+            self.report.now.notify_one();
         }
         Ok(())
     }
@@ -370,6 +448,24 @@ impl Run {
             self.lost().await?;
         }
         Ok(())
+    }
+
+    /// Live events were dropped for this client: fetch everything retained
+    /// after the last one delivered now, rather than waiting for a later
+    /// event (there may be none: the dropped tail can hold the `exit`).
+    async fn after_drop(&mut self) -> Step<bool> {
+        loop {
+            let before = self.seq.last();
+            let Some(r) = self.fetch_replay().await else {
+                self.lost().await?;
+                return Ok(false);
+            };
+            let empty = r.events.is_empty();
+            self.apply_replay(r).await?;
+            if self.seq.done() || empty || self.seq.last() == before {
+                return Ok(!self.seq.done() && !self.lost);
+            }
+        }
     }
 
     /// Nothing heard for a while: is anyone still there? `Ok(false)` ends.

@@ -97,11 +97,18 @@ async fn serve_replay(bus: &memory::Bus, retained: Vec<Event>, finished: bool) {
             let Ok(req) = m.json::<ReplayRequest>() else {
                 continue;
             };
+            // As the executor does: at most `limit` events, about 512 KiB.
+            let mut bytes = 0;
             let reply = ReplayReply {
                 first_retained: retained.first().map(|e| e.seq).unwrap_or(1),
                 events: retained
                     .iter()
                     .filter(|e| e.seq > req.after)
+                    .take(req.limit as usize)
+                    .take_while(|e| {
+                        bytes += serde_json::to_vec(e).map(|v| v.len()).unwrap_or(0);
+                        bytes <= 512 * 1024
+                    })
                     .cloned()
                     .collect(),
                 finished,
@@ -270,4 +277,79 @@ async fn configure_streams_end_with_an_error_when_the_actor_is_gone() {
     let got = drain(rx).await;
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].kind.name(), "error");
+}
+
+fn big_log(seq: u64) -> Event {
+    Event {
+        seq,
+        kind: EventKind::Log(LogData {
+            stream: "stdout".into(),
+            data: format!("{seq:08}{}", "x".repeat(64 * 1024 - 8)),
+            encoding: None,
+            partial: false,
+        }),
+    }
+}
+
+#[tokio::test]
+async fn a_dropped_tail_with_the_exit_is_fetched_at_once_not_after_the_silence() {
+    let bus = memory::Bus::new();
+    let mut all: Vec<Event> = (1..=200).map(big_log).collect();
+    all.push(exit(201));
+    serve_replay(&bus, all.clone(), true).await;
+    // Liveness far beyond drain's 3 s: only the drop signal can fetch the tail.
+    let (rx, _token) = start(&bus, Duration::from_secs(30)).await;
+    for e in &all {
+        publish(&bus, e).await;
+    }
+    // The client reads only now: ~13 MiB were published against a 4 MiB feed.
+    let got = drain(rx).await;
+    assert_eq!(seqs(&got), (1..=201).collect::<Vec<_>>());
+    assert_eq!(got, all, "every event exactly as published");
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_stays_attached_and_deliveries_are_reported() {
+    let bus = memory::Bus::new();
+    let mut attached = bus
+        .subscribe(Subjects::default().invoke_attached(INV))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let all: Vec<Event> = (1..=CLIENT_BUFFER as u64 * 2).map(big_log).collect();
+    serve_replay(&bus, all.clone(), false).await;
+    let (mut rx, _token) = start(&bus, Duration::from_secs(30)).await;
+    // More than the client buffer: the relay blocks handing events over.
+    for e in &all {
+        publish(&bus, e).await;
+    }
+    let delivered = |m: Message| m.json::<Attached>().ok().and_then(|a| a.delivered);
+    // Still attached while blocked (interval 50 ms), and the report is
+    // what was handed over, not what was published.
+    let mut last = None;
+    for _ in 0..6 {
+        let m = tokio::time::timeout(Duration::from_secs(1), attached.next()).await;
+        let Ok(Some(m)) = m else {
+            panic!("no attached report while the client is stalled")
+        };
+        last = delivered(m);
+    }
+    let stalled = last.unwrap_or_else(|| panic!("a report without delivered"));
+    assert!(
+        (1..CLIENT_BUFFER as u64 * 2).contains(&stalled),
+        "reported {stalled} while stalled"
+    );
+    for _ in 0..CLIENT_BUFFER * 2 {
+        let _ = rx.recv().await;
+    }
+    let caught_up = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            if let Some(m) = attached.next().await
+                && delivered(m) == Some(CLIENT_BUFFER as u64 * 2)
+            {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(caught_up.is_ok(), "the report followed the reading");
 }
