@@ -178,7 +178,8 @@ impl System for Embedded {
     }
 }
 
-/// A `nats-server`, a controller, one executor (`node-1`) and two routers.
+/// A `nats-server`, a controller, one executor (`node-1`) and two routers
+/// (three at `AGENTTIER_FAULT_SCALE=full`).
 pub struct Distributed {
     // Dropped in this order: routers and services before NATS.
     routers: Vec<Proc>,
@@ -209,7 +210,11 @@ impl Distributed {
             ];
             Proc::start(name, &args, &env, &logs, true)
         };
-        let routers = vec![router("router-a"), router("router-b")];
+        let mut routers = vec![router("router-a"), router("router-b")];
+        if crate::process::full_scale() {
+            // The burst and crash cycles spread over three replicas.
+            routers.push(router("router-c"));
+        }
         let controller = Proc::start(
             "controller",
             &[

@@ -12,7 +12,8 @@
 //! than the run writes slows the run instead of losing output.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use agenttier_bus::msg::{Event, EventKind, ReplayRequest};
@@ -37,10 +38,63 @@ const WINDOW: usize = 2 * 1024 * 1024;
 /// router that sent it may be gone (routers report at least every 5 s).
 const ACK_FRESH: Duration = Duration::from_secs(12);
 
-#[derive(Default)]
+/// The retained events of every run on this executor, bounded together:
+/// past the limit the oldest runs' oldest events fall out first (each run
+/// keeps at least its last event, so a finished run still says how it ended).
+pub struct Budget {
+    limit: usize,
+    held: AtomicUsize,
+    /// Every live log, oldest first.
+    logs: Mutex<VecDeque<Weak<Mutex<Retained>>>>,
+}
+
+impl Budget {
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Self {
+            limit,
+            held: AtomicUsize::new(0),
+            logs: Mutex::default(),
+        })
+    }
+
+    /// Bytes retained across all runs.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// Trims the oldest logs until the total is within the limit. Called
+    /// with no log locked (it locks them one at a time).
+    fn enforce(&self) {
+        if self.held() <= self.limit {
+            return;
+        }
+        let mut logs = lock(&self.logs);
+        logs.retain(|w| w.strong_count() > 0);
+        for log in logs.iter().filter_map(Weak::upgrade) {
+            let mut r = lock(&log);
+            while self.held() > self.limit && r.events.len() > 1 {
+                r.pop_front(self);
+            }
+            if self.held() <= self.limit {
+                return;
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
 struct Retained {
+    budget: Arc<Budget>,
     /// `(seq, JSON)`, consecutive seqs from the front.
     events: VecDeque<(u64, Bytes)>,
+    /// The last seq that fell out (0: none).
+    dropped_through: u64,
     bytes: usize,
     /// Event bytes ever emitted; `ends[i]` is this total after `events[i]`.
     total: u64,
@@ -52,6 +106,37 @@ struct Retained {
 }
 
 impl Retained {
+    fn new(budget: Arc<Budget>) -> Self {
+        Self {
+            budget,
+            events: VecDeque::new(),
+            dropped_through: 0,
+            bytes: 0,
+            total: 0,
+            ends: VecDeque::new(),
+            finished: false,
+            delivered: 0,
+            delivered_at: None,
+        }
+    }
+
+    fn push(&mut self, seq: u64, payload: Bytes) {
+        self.bytes += payload.len();
+        self.total += payload.len() as u64;
+        self.budget.held.fetch_add(payload.len(), Ordering::Relaxed);
+        self.ends.push_back(self.total);
+        self.events.push_back((seq, payload));
+    }
+
+    fn pop_front(&mut self, budget: &Budget) {
+        if let Some((seq, p)) = self.events.pop_front() {
+            self.bytes -= p.len();
+            budget.held.fetch_sub(p.len(), Ordering::Relaxed);
+            self.ends.pop_front();
+            self.dropped_through = seq;
+        }
+    }
+
     /// Event bytes emitted after `seq` (all retained bytes when `seq` fell out).
     fn bytes_after(&self, seq: u64) -> u64 {
         let Some(&(first, _)) = self.events.front() else {
@@ -68,6 +153,12 @@ impl Retained {
     }
 }
 
+impl Drop for Retained {
+    fn drop(&mut self) {
+        self.budget.held.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
 #[derive(Clone)]
 pub struct EventLog {
     bus: Arc<dyn Bus>,
@@ -78,21 +169,20 @@ pub struct EventLog {
 }
 
 impl EventLog {
-    pub fn new(bus: Arc<dyn Bus>, subject: String) -> Self {
+    pub fn new(bus: Arc<dyn Bus>, subject: String, budget: &Arc<Budget>) -> Self {
+        let retained = Arc::new(Mutex::new(Retained::new(budget.clone())));
+        lock(&budget.logs).push_back(Arc::downgrade(&retained));
         Self {
             bus,
             subject,
             seq: Default::default(),
-            retained: Default::default(),
+            retained,
             delivered: Default::default(),
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, Retained> {
-        match self.retained.lock() {
-            Ok(r) => r,
-            Err(p) => p.into_inner(),
-        }
+        lock(&self.retained)
     }
 
     /// Numbers, retains and publishes one event; returns its seq.
@@ -100,25 +190,20 @@ impl EventLog {
         let terminal = kind.is_terminal();
         // The seq is taken and the event retained in one step: a heartbeat
         // (possibly from another task) never names a seq replay cannot give.
-        let (seq, payload) = {
+        let (seq, payload, budget) = {
             let mut r = self.lock();
             let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
             let event = Event { seq, kind };
             let payload = Bytes::from(serde_json::to_vec(&event).unwrap_or_default());
-            r.bytes += payload.len();
-            r.total += payload.len() as u64;
-            let total = r.total;
-            r.ends.push_back(total);
-            r.events.push_back((seq, payload.clone()));
+            r.push(seq, payload.clone());
+            let budget = r.budget.clone();
             while r.bytes > RETAINED_BYTES && r.events.len() > 1 {
-                if let Some((_, p)) = r.events.pop_front() {
-                    r.bytes -= p.len();
-                    r.ends.pop_front();
-                }
+                r.pop_front(&budget);
             }
             r.finished |= terminal;
-            (seq, payload)
+            (seq, payload, budget)
         };
+        budget.enforce();
         self.publish(payload).await;
         seq
     }
@@ -176,8 +261,8 @@ impl EventLog {
     /// written from the retained JSON.
     pub fn replay(&self, req: &ReplayRequest) -> Bytes {
         let r = self.lock();
-        let first_retained = r.events.front().map(|(s, _)| *s).unwrap_or(1);
-        let skip = req.after.saturating_sub(first_retained - 1) as usize;
+        let first_retained = r.dropped_through + 1;
+        let skip = req.after.saturating_sub(r.dropped_through) as usize;
         let mut out = Vec::with_capacity(1024);
         out.extend_from_slice(b"{\"events\":[");
         let mut bytes = 0;
@@ -254,7 +339,11 @@ mod tests {
 
     #[tokio::test]
     async fn replay_gives_the_events_after_a_seq_in_pages() {
-        let log = EventLog::new(Arc::new(MemoryBus::new()), "t".into());
+        let log = EventLog::new(
+            Arc::new(MemoryBus::new()),
+            "t".into(),
+            &Budget::new(1 << 30),
+        );
         for i in 0..10 {
             log.emit(line(&i.to_string())).await;
         }
@@ -272,7 +361,11 @@ mod tests {
 
     #[tokio::test]
     async fn retention_drops_the_oldest_and_says_so() {
-        let log = EventLog::new(Arc::new(MemoryBus::new()), "t".into());
+        let log = EventLog::new(
+            Arc::new(MemoryBus::new()),
+            "t".into(),
+            &Budget::new(1 << 30),
+        );
         let big = "x".repeat(1024 * 1024);
         for _ in 0..40 {
             log.emit(line(&big)).await;
@@ -284,8 +377,54 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_executor_budget_trims_the_oldest_runs_first() {
+        let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new());
+        let budget = Budget::new(4 * 1024 * 1024);
+        let chunk = "z".repeat(64 * 1024);
+        let old = EventLog::new(bus.clone(), "a".into(), &budget);
+        for _ in 0..48 {
+            old.emit(line(&chunk)).await;
+        }
+        let young = EventLog::new(bus.clone(), "b".into(), &budget);
+        for _ in 0..40 {
+            young.emit(line(&chunk)).await;
+        }
+        assert!(budget.held() <= 4 * 1024 * 1024, "held {}", budget.held());
+        let first_old = replay(&old, 0, 1).first_retained;
+        assert!(first_old > 1, "the old run lost its oldest events");
+        assert_eq!(
+            replay(&young, 0, 1).first_retained,
+            1,
+            "the young run is whole"
+        );
+        // Past what the old run can give, the young one gives too, and each
+        // keeps its last event.
+        for _ in 0..40 {
+            young.emit(line(&chunk)).await;
+        }
+        assert_eq!(
+            replay(&old, 0, 1).first_retained,
+            48,
+            "only the last is left"
+        );
+        assert_eq!(replay(&old, 0, 1).events[0].seq, 48);
+        assert!(replay(&young, 0, 1).first_retained > 1);
+        assert!(budget.held() <= 4 * 1024 * 1024, "held {}", budget.held());
+        let before = budget.held();
+        drop(young);
+        assert!(
+            budget.held() < before - 3 * 1024 * 1024,
+            "a dropped log gives its bytes back"
+        );
+    }
+
+    #[tokio::test]
     async fn output_waits_only_for_a_recent_delivery_report_behind_the_window() {
-        let log = EventLog::new(Arc::new(MemoryBus::new()), "t".into());
+        let log = EventLog::new(
+            Arc::new(MemoryBus::new()),
+            "t".into(),
+            &Budget::new(1 << 30),
+        );
         let chunk = "y".repeat(64 * 1024);
         for _ in 0..64 {
             log.emit(line(&chunk)).await;

@@ -46,7 +46,7 @@ pub(crate) async fn prepare(
     total: u64,
 ) -> Launched {
     let bus = node.bus.clone();
-    let log = EventLog::new(bus.clone(), s.events);
+    let log = EventLog::new(bus.clone(), s.events, &node.retention);
     let done = CancellationToken::new();
     if let Err(e) = log.serve_replay(s.replay, done.clone()).await {
         tracing::warn!(error = %e, "replay unavailable for {id}");

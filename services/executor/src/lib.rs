@@ -68,6 +68,10 @@ pub struct Args {
     /// How long a run survives with no client attached (unless detached).
     #[arg(long, env = "AGENTTIER_CLIENT_GRACE", default_value = "30s", value_parser = duration_arg)]
     pub client_grace: Duration,
+    /// Event JSON kept for replay across all runs, in MiB (each run also
+    /// keeps at most 32 MiB); past it the oldest runs' oldest events go.
+    #[arg(long, env = "AGENTTIER_RETAINED_EVENTS_MIB", default_value_t = 256)]
+    pub retained_events_mib: usize,
 }
 
 pub fn duration_arg(s: &str) -> Result<Duration, String> {
@@ -100,6 +104,8 @@ pub(crate) struct Node {
     pub name: String,
     pub data_dir: PathBuf,
     pub client_grace: Duration,
+    /// Bounds the retained events of all runs together.
+    pub retention: Arc<events::Budget>,
 }
 
 impl Node {
@@ -205,6 +211,7 @@ pub async fn run(
         name: args.node.clone(),
         data_dir,
         client_grace: args.client_grace,
+        retention: events::Budget::new(args.retained_events_mib.saturating_mul(1024 * 1024)),
     });
     let mut hosted: HashMap<String, Entry> = HashMap::new();
     let mut watch = node.store.watch(Sandbox::KEY_PREFIX).await?;

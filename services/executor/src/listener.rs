@@ -329,6 +329,7 @@ async fn configure(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
     let log = EventLog::new(
         bus.clone(),
         node.subjects.configure_events(&req.configure_id),
+        &node.retention,
     );
     let done = CancellationToken::new();
     if let Err(e) = log

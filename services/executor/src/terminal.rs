@@ -108,7 +108,11 @@ pub(crate) async fn open(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
     let mut slave_fd = Some(pty.slave);
 
     let bus = node.bus.clone();
-    let log = EventLog::new(bus.clone(), node.subjects.terminal_events(&id));
+    let log = EventLog::new(
+        bus.clone(),
+        node.subjects.terminal_events(&id),
+        &node.retention,
+    );
     let done = CancellationToken::new();
     if let Err(e) = log
         .serve_replay(node.subjects.terminal_replay(&id), done.clone())
