@@ -185,7 +185,8 @@ pub async fn run(
             }
             _ = beat.tick() => log.heartbeat().await,
             _ = watchdog.tick(), if end.is_none() && status.is_none() => {
-                let u = tokio::task::spawn_blocking(move || runtime::usage(pgid)).await.unwrap_or_default();
+                let sampler = rt.sampler();
+                let u = tokio::task::spawn_blocking(move || sampler.usage(pgid)).await.unwrap_or_default();
                 let over = if u.processes >= caps.max_processes {
                     Some(("pids_limit", format!("the run reached its limit of {} processes", caps.max_processes)))
                 } else if u.memory_bytes > caps.max_memory_bytes {

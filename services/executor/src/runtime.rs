@@ -7,9 +7,10 @@
 //! sees another's workspace. Every run is its own process group, which is how
 //! cancel, timeouts and stop reach the whole tree.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -61,6 +62,9 @@ pub struct Runtime {
     /// `prlimit` options every run starts under, when `prlimit` is there.
     rlimits: Option<Vec<String>>,
     path: String,
+    /// The last count of this uid's processes, and when it was taken.
+    uid_processes: Arc<std::sync::Mutex<Option<(std::time::Instant, u64)>>>,
+    sampler: Arc<Sampler>,
 }
 
 impl Runtime {
@@ -87,6 +91,8 @@ impl Runtime {
             host_args: crate::hostview::args(&path, extra_ro, &[data_dir.to_path_buf()]),
             rlimits: prlimit.then(rlimits),
             path,
+            uid_processes: Default::default(),
+            sampler: Default::default(),
         };
         if isolation == Isolation::Bwrap {
             let probe = std::process::Command::new("bwrap")
@@ -118,6 +124,11 @@ impl Runtime {
 
     pub fn caps(&self) -> Caps {
         self.caps
+    }
+
+    /// What the run watchdogs measure process groups with.
+    pub fn sampler(&self) -> Arc<Sampler> {
+        self.sampler.clone()
     }
 
     fn bwrap_args(&self, workspace: &Path, network: bool, cwd: &str) -> Vec<String> {
@@ -254,27 +265,48 @@ impl Runtime {
 impl Runtime {
     /// `RLIMIT_NPROC` counts every process of the real uid, and sandboxed
     /// processes run as the executor's uid: the limit is what that uid runs
-    /// now plus the run's own budget.
+    /// now plus the run's own budget. "Now" is a count at most
+    /// [`NPROC_RECOUNT`] old: a scan of `/proc` costs about as much as the
+    /// rest of a spawn, and the limit is shared with every other process of
+    /// the uid anyway (the watchdog holds each run to its own budget).
     fn nproc_limit(&self) -> String {
-        let me = nix::unistd::getuid().as_raw();
-        let mine = std::fs::read_dir("/proc")
-            .map(|d| {
-                d.flatten()
-                    .filter(|e| {
-                        e.file_name()
-                            .to_str()
-                            .is_some_and(|n| n.parse::<u32>().is_ok())
-                    })
-                    .filter(|e| {
-                        e.metadata()
-                            .is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == me)
-                    })
-                    .count()
-            })
-            .unwrap_or(0) as u64;
+        let mine = {
+            let mut counted = self.uid_processes.lock().unwrap_or_else(|p| p.into_inner());
+            match *counted {
+                Some((at, n)) if at.elapsed() < NPROC_RECOUNT => n,
+                _ => {
+                    let n = uid_processes();
+                    *counted = Some((std::time::Instant::now(), n));
+                    n
+                }
+            }
+        };
         let n = mine + u64::from(self.caps.max_processes);
         format!("--nproc={n}:{n}")
     }
+}
+
+/// How old the count of the executor's uid's processes may be.
+const NPROC_RECOUNT: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The processes of this process's real uid (from `/proc`).
+fn uid_processes() -> u64 {
+    let me = nix::unistd::getuid().as_raw();
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter(|e| {
+                    e.file_name()
+                        .to_str()
+                        .is_some_and(|n| n.parse::<u32>().is_ok())
+                })
+                .filter(|e| {
+                    e.metadata()
+                        .is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == me)
+                })
+                .count()
+        })
+        .unwrap_or(0) as u64
 }
 
 /// What a run's process group holds right now.
@@ -284,62 +316,88 @@ pub struct Usage {
     pub memory_bytes: u64,
 }
 
-/// Processes and memory of the process group `pgid`. Memory is the sum of
-/// each process's proportional set size (shared pages split among their
-/// sharers), so a tree of forks is not counted many times over.
-pub fn usage(pgid: u32) -> Usage {
-    let mut u = Usage::default();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return u;
-    };
-    for pid in dir
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-    {
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some(close) = stat.rfind(')') else {
-            continue;
-        };
-        let pgrp = stat[close + 2..]
-            .split(' ')
-            .nth(2)
-            .and_then(|f| f.parse::<u32>().ok());
-        if pgrp != Some(pgid) {
-            continue;
-        }
-        u.processes += 1;
-        let pss_kib = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-            .ok()
-            .and_then(|t| {
-                t.lines()
-                    .find_map(|l| l.strip_prefix("Pss:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            })
-            .unwrap_or(0);
-        u.memory_bytes += pss_kib * 1024;
-    }
-    u
+/// The process groups of the host, from one pass over `/proc` shared by
+/// every run's watchdog: a pass per run per tick costs O(runs × host
+/// processes), which at 64 concurrent runs was most of the executor's CPU.
+#[derive(Debug, Default)]
+pub struct Sampler {
+    /// The last pass, and when it was taken.
+    groups: std::sync::Mutex<Option<(std::time::Instant, Groups)>>,
 }
 
-/// The processes whose process group is `pgid` (from `/proc/<pid>/stat`).
-fn group_members(pgid: u32) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.flatten()
+/// Process group → its processes.
+type Groups = HashMap<u32, Vec<u32>>;
+
+/// How old the shared pass may be (under the watchdog's period).
+const GROUPS_MAX_AGE: std::time::Duration = std::time::Duration::from_millis(200);
+
+impl Sampler {
+    /// Processes and memory of the process group `pgid`. Memory is the sum
+    /// of each process's proportional set size (shared pages split among
+    /// their sharers), so a tree of forks is not counted many times over.
+    pub fn usage(&self, pgid: u32) -> Usage {
+        let members = {
+            let mut g = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+            let fresh = g
+                .as_ref()
+                .is_some_and(|(at, _)| at.elapsed() < GROUPS_MAX_AGE);
+            if !fresh {
+                *g = Some((std::time::Instant::now(), process_groups()));
+            }
+            g.as_ref()
+                .and_then(|(_, groups)| groups.get(&pgid).cloned())
+                .unwrap_or_default()
+        };
+        Usage {
+            processes: members.len() as u32,
+            memory_bytes: members.iter().map(|pid| pss_kib(*pid) * 1024).sum(),
+        }
+    }
+}
+
+/// Every process of the host by process group.
+fn process_groups() -> Groups {
+    let mut groups = Groups::new();
+    for pid in proc_pids() {
+        if let Some(pgrp) = pgrp_of(pid) {
+            groups.entry(pgrp).or_default().push(pid);
+        }
+    }
+    groups
+}
+
+fn proc_pids() -> impl Iterator<Item = u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|stat| {
-                    // Fields after the command, which may hold spaces and parentheses.
-                    let rest = &stat[stat.rfind(')')? + 2..];
-                    rest.split(' ').nth(2)?.parse::<u32>().ok()
-                })
-                == Some(pgid)
+}
+
+/// The process group of `pid` (from `/proc/<pid>/stat`).
+fn pgrp_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command, which may hold spaces and parentheses.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(2)?.parse().ok()
+}
+
+/// The proportional set size of `pid`, in KiB (0 when it is gone).
+fn pss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("Pss:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         })
+        .unwrap_or(0)
+}
+
+/// The processes whose process group is `pgid`, now.
+fn group_members(pgid: u32) -> Vec<u32> {
+    proc_pids()
+        .filter(|pid| pgrp_of(*pid) == Some(pgid))
         .collect()
 }
 
