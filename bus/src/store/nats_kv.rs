@@ -10,6 +10,9 @@ use async_nats::jetstream::kv;
 
 use super::{Entry, Error, Result, Store, WatchEvent, validate_key, validate_prefix};
 
+/// KV gets in flight at once while listing.
+const LIST_CONCURRENCY: usize = 32;
+
 #[derive(Clone)]
 pub struct NatsKvStore {
     kv: kv::Store,
@@ -67,15 +70,25 @@ impl Store for NatsKvStore {
             .try_collect()
             .await
             .map_err(unavailable)?;
-        let mut out = Vec::new();
-        for (subject, _) in subjects {
-            let Some(key) = subject.strip_prefix(self.kv.prefix.as_str()) else {
-                continue;
-            };
-            if let Some(entry) = self.get(key).await? {
-                out.push((key.to_string(), entry));
-            }
-        }
+        let keys: Vec<String> = subjects
+            .into_iter()
+            .filter_map(|(subject, _)| {
+                subject
+                    .strip_prefix(self.kv.prefix.as_str())
+                    .map(str::to_string)
+            })
+            .collect();
+        // Gets overlap (a round trip each, not one after the other).
+        let got: Vec<Option<Entry>> = futures::stream::iter(keys.clone())
+            .map(|key| async move { self.get(&key).await })
+            .buffered(LIST_CONCURRENCY)
+            .try_collect()
+            .await?;
+        let mut out: Vec<(String, Entry)> = keys
+            .into_iter()
+            .zip(got)
+            .filter_map(|(key, entry)| Some((key, entry?)))
+            .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
     }

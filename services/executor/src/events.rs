@@ -26,7 +26,8 @@ use tokio_util::sync::CancellationToken;
 
 /// How long events stay available after the run ends.
 pub const RETENTION: Duration = Duration::from_secs(10 * 60);
-/// Retained JSON per run; older events fall out (a replay then reports a gap).
+/// Retained events per run (JSON plus bookkeeping, see [`charge`]); older
+/// events fall out (a replay then reports a gap).
 const RETAINED_BYTES: usize = 32 * 1024 * 1024;
 /// Replies stay well under the 1 MiB message cap.
 const REPLY_BYTES: usize = 512 * 1024;
@@ -82,6 +83,15 @@ impl Budget {
     }
 }
 
+/// What one retained event costs against the limits: its JSON, plus the
+/// allocations and queue entries that hold it (which, for short lines,
+/// weigh as much as the JSON itself).
+fn charge(payload: &Bytes) -> usize {
+    payload.len() + EVENT_OVERHEAD
+}
+
+const EVENT_OVERHEAD: usize = 96;
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     match m.lock() {
         Ok(g) => g,
@@ -121,17 +131,17 @@ impl Retained {
     }
 
     fn push(&mut self, seq: u64, payload: Bytes) {
-        self.bytes += payload.len();
+        self.bytes += charge(&payload);
         self.total += payload.len() as u64;
-        self.budget.held.fetch_add(payload.len(), Ordering::Relaxed);
+        self.budget.held.fetch_add(charge(&payload), Ordering::Relaxed);
         self.ends.push_back(self.total);
         self.events.push_back((seq, payload));
     }
 
     fn pop_front(&mut self, budget: &Budget) {
         if let Some((seq, p)) = self.events.pop_front() {
-            self.bytes -= p.len();
-            budget.held.fetch_sub(p.len(), Ordering::Relaxed);
+            self.bytes -= charge(&p);
+            budget.held.fetch_sub(charge(&p), Ordering::Relaxed);
             self.ends.pop_front();
             self.dropped_through = seq;
         }
