@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 
 agenttier_tests::e2e_scenarios!(
     abandoned_runs_are_canceled_after_the_grace_unless_detached,
-    a_retry_with_the_same_idempotency_key_attaches_to_the_same_run
+    a_retry_with_the_same_idempotency_key_attaches_to_the_same_run,
+    a_run_resumes_while_retained_even_past_the_listed_ones
 );
 
 fn marker(tag: &str) -> String {
@@ -36,6 +37,41 @@ fn invoke_id(start: &agenttier_tests::client::SseEvent) -> String {
         .as_str()
         .expect("invokeId")
         .to_string()
+}
+
+/// `GET /invokes` lists the last 256 finished runs; resume reaches every run
+/// whose events are still retained, however many came after it.
+async fn a_run_resumes_while_retained_even_past_the_listed_ones(sys: &mut dyn System) {
+    let c = Client::new(&sys.urls()[0], Some(sys.admin_key()));
+    let other = Client::new(sys.urls().last().expect("a router"), Some(sys.admin_key()));
+    c.create_running("old-a", "langgraph-agent").await;
+    c.configure("old-a", &json!({"entrypoint": ["cat"]})).await;
+    let first = c.invoke("old-a", "the very first", &[]).await;
+    let first_id = invoke_id(first.event("start"));
+    for i in 0..260 {
+        let f = c.invoke("old-a", format!("filler {i}"), &[]).await;
+        assert_eq!(f.event("exit").data["reason"], "completed");
+    }
+    let listed = c
+        .get_json("/sandboxes/old-a/invokes")
+        .await
+        .expect(200)
+        .body["invokes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(listed.len(), 256, "the list is bounded");
+    assert!(listed.iter().all(|i| i["invokeId"] != first_id.as_str()));
+
+    let resumed = finish(other.events_stream("old-a", &first_id, 0).await.stream()).await;
+    assert_eq!(resumed.status, 200, "{:?}", resumed.events);
+    assert_eq!(resumed.names(), ["start", "log", "exit"]);
+    assert_eq!(resumed.lines("stdout"), ["the very first"]);
+    // An id the sandbox never ran stays unknown.
+    let unknown = other
+        .events_stream("old-a", "inv-0123456789abcdef01234567", 0)
+        .await;
+    assert_eq!(unknown.status(), 404);
 }
 
 async fn abandoned_runs_are_canceled_after_the_grace_unless_detached(sys: &mut dyn System) {

@@ -8,6 +8,10 @@ use crate::model::{AgentConfigure, Phase, Principal};
 #[serde(rename_all = "camelCase")]
 pub struct SimpleRequest {
     pub caller: Principal,
+    /// `invokes` only: answer about this invoke alone (a resume checking
+    /// that the caller may see it), not the recent list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invoke_id: Option<String>,
 }
 
 /// `sbx.<ns>.<name>.cancel`.

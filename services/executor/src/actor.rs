@@ -20,8 +20,11 @@ use crate::state::{AgentState, Dirs};
 
 /// Largest stdin of one invoke (SPEC §2.3).
 pub const MAX_STDIN_BYTES: u64 = 16 * 1024 * 1024;
-/// How many finished invokes the actor remembers (cancel, `GET /invokes`).
-const RECENT: usize = 256;
+/// Finished invokes are remembered (cancel, resume, `GET /invokes`) as long
+/// as their events are retained, but at most this many per sandbox.
+const REMEMBERED: usize = 4096;
+/// How many finished invokes `GET /invokes` lists.
+const LISTED: usize = 256;
 
 /// What a run needs, decided at admission.
 #[derive(Debug, Clone)]
@@ -62,6 +65,7 @@ struct Finished {
     owner: String,
     started_at: u64,
     reason: ExitReason,
+    ended: std::time::Instant,
 }
 
 pub struct SandboxActor {
@@ -159,7 +163,12 @@ impl SandboxActor {
     }
 
     fn remember(&mut self, f: Finished) {
-        if self.recent.len() >= RECENT {
+        while self.recent.len() >= REMEMBERED
+            || self
+                .recent
+                .front()
+                .is_some_and(|old| old.ended.elapsed() > crate::events::RETENTION)
+        {
             self.recent.pop_front();
         }
         self.recent.push_back(f);
@@ -307,6 +316,7 @@ impl Handler<RunEnded> for SandboxActor {
                 owner: r.owner,
                 started_at: r.started_at,
                 reason: m.reason,
+                ended: std::time::Instant::now(),
             });
         }
     }
@@ -511,7 +521,8 @@ impl Handler<CancelAll> for SandboxActor {
 #[rtype(result = "Result<serde_json::Value, Rejection>")]
 pub enum Query {
     InstallLog(Principal),
-    Invokes(Principal),
+    /// The running and recently finished invokes; with an id, that one only.
+    Invokes(Principal, Option<String>),
     Status(Principal),
 }
 
@@ -519,18 +530,19 @@ impl Handler<Query> for SandboxActor {
     type Result = Result<serde_json::Value, Rejection>;
 
     fn handle(&mut self, q: Query, _: &mut Context<Self>) -> Self::Result {
-        let (Query::InstallLog(c) | Query::Invokes(c) | Query::Status(c)) = &q;
+        let (Query::InstallLog(c) | Query::Invokes(c, _) | Query::Status(c)) = &q;
         if !c.may_access(&self.record.created_by.sub) {
             return Err(Rejection::not_found());
         }
         Ok(match q {
             Query::InstallLog(_) => serde_json::json!({ "log": self.dirs.read_install_log() }),
-            Query::Invokes(c) => {
+            Query::Invokes(c, only) => {
+                let listed = if only.is_some() { REMEMBERED } else { LISTED };
                 let running = self
                     .running
                     .iter()
                     .map(|(id, r)| (id, &r.owner, r.started_at, "running"));
-                let done = self.recent.iter().rev().map(|f| {
+                let done = self.recent.iter().rev().take(listed).map(|f| {
                     let state = match f.reason {
                         ExitReason::Completed => "completed",
                         ExitReason::Canceled => "canceled",
@@ -541,6 +553,7 @@ impl Handler<Query> for SandboxActor {
                 });
                 let invokes: Vec<_> = running
                     .chain(done)
+                    .filter(|(id, _, _, _)| only.as_ref().is_none_or(|o| o == *id))
                     .filter(|(_, owner, _, _)| c.may_access(owner))
                     .map(|(id, owner, started_at, state)| {
                         serde_json::json!({"invokeId": id, "startedAt": started_at, "state": state, "startedBy": owner})

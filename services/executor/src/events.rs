@@ -133,7 +133,9 @@ impl Retained {
     fn push(&mut self, seq: u64, payload: Bytes) {
         self.bytes += charge(&payload);
         self.total += payload.len() as u64;
-        self.budget.held.fetch_add(charge(&payload), Ordering::Relaxed);
+        self.budget
+            .held
+            .fetch_add(charge(&payload), Ordering::Relaxed);
         self.ends.push_back(self.total);
         self.events.push_back((seq, payload));
     }

@@ -111,7 +111,7 @@ async fn dispatch(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
                     let q = match v {
                         Verb::Status => Query::Status(r.caller),
                         Verb::InstallLog => Query::InstallLog(r.caller),
-                        _ => Query::Invokes(r.caller),
+                        _ => Query::Invokes(r.caller, r.invoke_id),
                     };
                     flatten(sbx.handle.ask(q).await)
                 }

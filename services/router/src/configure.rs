@@ -236,7 +236,10 @@ pub(crate) async fn install_log(
         &ctx,
         &sbx,
         Verb::InstallLog,
-        &SimpleRequest { caller },
+        &SimpleRequest {
+            caller,
+            invoke_id: None,
+        },
         RUNNING_OR_STOPPED,
     )
     .await?;

@@ -175,7 +175,10 @@ pub(crate) async fn invokes(
         &ctx,
         &sbx,
         Verb::Invokes,
-        &SimpleRequest { caller },
+        &SimpleRequest {
+            caller,
+            invoke_id: None,
+        },
         RUNNING_OR_STOPPED,
     )
     .await?;
@@ -219,13 +222,15 @@ pub(crate) async fn events(
         })?,
     };
     // Only an invoke of this sandbox that the caller may see: the actor knows
-    // which (running and recently finished); invoke ids alone are no capability.
+    // which (running, and finished within the retention); invoke ids alone
+    // are no capability.
     let list: serde_json::Value = ask(
         &ctx,
         &sbx,
         Verb::Invokes,
         &SimpleRequest {
             caller: caller.clone(),
+            invoke_id: Some(invoke_id.clone()),
         },
         RUNNING_OR_STOPPED,
     )

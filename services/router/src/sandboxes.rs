@@ -300,7 +300,10 @@ async fn lifecycle(
         &ctx,
         &s,
         verb,
-        &SimpleRequest { caller },
+        &SimpleRequest {
+            caller,
+            invoke_id: None,
+        },
         RUNNING_OR_STOPPED,
     )
     .await?;
