@@ -13,6 +13,9 @@ use crate::process::{Proc, random_api_key};
 /// short here so abandonment can be tested, yet longer than the 5 s between
 /// a router's `attached` messages).
 pub const CLIENT_GRACE: &str = "8s";
+/// The workspace quota the harness runs executors with, in MiB (small, so a
+/// disk-fill probe meets it quickly).
+pub const SANDBOX_DISK_MIB: &str = "256";
 
 /// A whole AgentTier, whatever its shape, as a scenario sees it.
 pub trait System: Send + Sync {
@@ -136,6 +139,8 @@ impl Embedded {
             arg(dirs.manifests()),
             arg("--client-grace"),
             arg(CLIENT_GRACE),
+            arg("--sandbox-max-disk-mib"),
+            arg(SANDBOX_DISK_MIB),
         ];
         let env = vec![("AGENTTIER_BOOTSTRAP_API_KEY".to_string(), key.clone())];
         let proc = Proc::start("up", &args, &env, &dirs.logs(), true);
@@ -240,6 +245,8 @@ impl Distributed {
                 arg(dirs.data()),
                 arg("--client-grace"),
                 arg(CLIENT_GRACE),
+                arg("--sandbox-max-disk-mib"),
+                arg(SANDBOX_DISK_MIB),
             ],
             &[],
             &logs,

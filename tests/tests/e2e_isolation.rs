@@ -1,7 +1,7 @@
 //! Escape and limit probes run inside a sandbox: the host network, host
 //! files, another sandbox's files, other processes, a fork bomb, a memory
-//! hog and file-descriptor exhaustion. None succeeds; the limits end the run
-//! with their cause.
+//! hog, file-descriptor exhaustion and disk fills (the workspace and the
+//! private `/tmp`). None succeeds; the limits end the run with their cause.
 
 use agenttier_tests::client::{Client, Finished};
 use agenttier_tests::process::{System, processes_with};
@@ -112,4 +112,70 @@ print("processes", "SUCCEEDED" if len(pids) > 10 else "blocked", len(pids))
         line.starts_with("stopped at") && line.ends_with(" 24"),
         "{line}"
     );
+
+    // The private /tmp is a bounded tmpfs (512 MiB): filling it fails with
+    // ENOSPC, and the run goes on.
+    let tmp = "import os
+n = 0
+try:
+    with open('/tmp/fill', 'wb') as f:
+        while n < (2 << 30):
+            f.write(b'x' * (4 << 20)); f.flush(); n += 4 << 20
+    print('wrote', n)
+except OSError as e:
+    print('stopped', e.errno, n >> 20)
+";
+    let run = run_script(&c, "iso-a", tmp).await;
+    let line = run.lines("stdout").join("");
+    assert!(line.starts_with("stopped 28 "), "{line}");
+    let mib: u64 = line
+        .rsplit(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!((256..=512).contains(&mib), "/tmp took {mib} MiB");
+    assert_eq!(exit_cause(&run), ("completed".into(), "".into()));
+
+    // Filling the workspace: stopped at the quota (256 MiB in the harness).
+    let fill = "import os
+os.makedirs('/workspace/fill', exist_ok=True)
+i = 0
+while True:
+    with open(f'/workspace/fill/{i}', 'wb') as f:
+        f.write(b'x' * (4 << 20))
+    i += 1
+";
+    let run = run_script(&c, "iso-a", fill).await;
+    assert_eq!(
+        exit_cause(&run),
+        ("error".into(), "disk_limit".into()),
+        "{:?}",
+        run.events.last()
+    );
+    assert!(
+        run.lines("stderr")
+            .iter()
+            .any(|l| l.contains("the workspace holds more than")),
+        "{:?}",
+        run.lines("stderr")
+    );
+    // The next run of a full workspace is stopped too, until it is cleared;
+    // one that clears it completes.
+    let measure = "import os, time
+print(sum(os.path.getsize(f'/workspace/fill/{n}') for n in os.listdir('/workspace/fill')) >> 20, flush=True)
+time.sleep(3)
+";
+    let full = run_script(&c, "iso-a", measure).await;
+    assert_eq!(exit_cause(&full).1, "disk_limit");
+    eprintln!(
+        "the workspace held {:?} MiB when the fill was stopped (quota 256 MiB)",
+        full.lines("stdout")
+    );
+    let clear = run_script(
+        &c,
+        "iso-a",
+        "import shutil\nshutil.rmtree('/workspace/fill')\n",
+    )
+    .await;
+    assert_eq!(exit_cause(&clear), ("completed".into(), "".into()));
 }

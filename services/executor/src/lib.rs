@@ -9,6 +9,7 @@
 pub mod actor;
 mod code;
 mod configure;
+mod disk;
 mod events;
 mod files;
 mod hostview;
@@ -65,6 +66,10 @@ pub struct Args {
     /// Most resident memory one run (its whole tree) may use, in MiB.
     #[arg(long, env = "AGENTTIER_SANDBOX_MAX_MEMORY_MIB", default_value_t = 1024)]
     pub sandbox_max_memory_mib: u64,
+    /// Most disk a sandbox's workspace may hold, in MiB; a run that takes it
+    /// past this is stopped (`disk_limit`).
+    #[arg(long, env = "AGENTTIER_SANDBOX_MAX_DISK_MIB", default_value_t = 10240)]
+    pub sandbox_max_disk_mib: u64,
     /// How long a run survives with no client attached (unless detached).
     #[arg(long, env = "AGENTTIER_CLIENT_GRACE", default_value = "30s", value_parser = duration_arg)]
     pub client_grace: Duration,
@@ -199,6 +204,7 @@ pub async fn run(
     let caps = runtime::Caps {
         max_processes: args.sandbox_max_processes.max(1),
         max_memory_bytes: args.sandbox_max_memory_mib.saturating_mul(1024 * 1024),
+        max_disk_bytes: args.sandbox_max_disk_mib.saturating_mul(1024 * 1024),
     };
     let runtime =
         runtime::Runtime::new(args.isolation, &sandboxes_dir, &args.sandbox_ro_binds, caps)?;

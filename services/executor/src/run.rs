@@ -20,7 +20,7 @@ use crate::runtime::{self, Runtime, Spec};
 /// Between SIGTERM and SIGKILL.
 pub const KILL_GRACE: Duration = Duration::from_secs(10);
 const HEARTBEAT: Duration = Duration::from_secs(1);
-/// How often the process and memory caps are checked.
+/// How often the process, memory and disk caps are checked.
 const WATCHDOG: Duration = Duration::from_millis(250);
 
 /// Limits and signals of one run.
@@ -185,9 +185,13 @@ pub async fn run(
             }
             _ = beat.tick() => log.heartbeat().await,
             _ = watchdog.tick(), if end.is_none() && status.is_none() => {
-                let sampler = rt.sampler();
-                let u = tokio::task::spawn_blocking(move || sampler.usage(pgid)).await.unwrap_or_default();
-                let over = if u.processes >= caps.max_processes {
+                let (sampler, meter, workspace) = (rt.sampler(), rt.meter(), spec.workspace.to_path_buf());
+                let (u, disk) = tokio::task::spawn_blocking(move || (sampler.usage(pgid), meter.usage(&workspace, started)))
+                    .await
+                    .unwrap_or_default();
+                let over = if disk > caps.max_disk_bytes {
+                    Some(("disk_limit", format!("the workspace holds more than {} bytes", caps.max_disk_bytes)))
+                } else if u.processes >= caps.max_processes {
                     Some(("pids_limit", format!("the run reached its limit of {} processes", caps.max_processes)))
                 } else if u.memory_bytes > caps.max_memory_bytes {
                     Some(("memory_limit", format!("the run used more than {} bytes of memory", caps.max_memory_bytes)))

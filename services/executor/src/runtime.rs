@@ -51,7 +51,12 @@ pub struct Spec<'a> {
 pub struct Caps {
     pub max_processes: u32,
     pub max_memory_bytes: u64,
+    /// What a workspace may hold on disk.
+    pub max_disk_bytes: u64,
 }
+
+/// The size of a sandbox's private `/tmp` (a tmpfs: it lives in memory).
+const TMP_BYTES: u64 = 512 * 1024 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct Runtime {
@@ -65,6 +70,9 @@ pub struct Runtime {
     /// The last count of this uid's processes, and when it was taken.
     uid_processes: Arc<std::sync::Mutex<Option<(std::time::Instant, u64)>>>,
     sampler: Arc<Sampler>,
+    meter: Arc<crate::disk::Meter>,
+    /// Whether bwrap takes `--size` (0.8 and later): `/tmp` is then bounded.
+    tmp_size: bool,
 }
 
 impl Runtime {
@@ -93,7 +101,12 @@ impl Runtime {
             path,
             uid_processes: Default::default(),
             sampler: Default::default(),
+            meter: Default::default(),
+            tmp_size: isolation == Isolation::Bwrap && bwrap_takes_size(),
         };
+        if isolation == Isolation::Bwrap && !rt.tmp_size {
+            tracing::warn!("this bwrap has no --size: a sandbox's /tmp is not bounded");
+        }
         if isolation == Isolation::Bwrap {
             let probe = std::process::Command::new("bwrap")
                 .args(rt.bwrap_args(data_dir, false, WORKSPACE))
@@ -131,6 +144,11 @@ impl Runtime {
         self.sampler.clone()
     }
 
+    /// What the run watchdogs measure workspaces with.
+    pub fn meter(&self) -> Arc<crate::disk::Meter> {
+        self.meter.clone()
+    }
+
     fn bwrap_args(&self, workspace: &Path, network: bool, cwd: &str) -> Vec<String> {
         let mut a: Vec<String> = [
             "--die-with-parent",
@@ -152,13 +170,11 @@ impl Runtime {
             a.push("--unshare-net".into());
         }
         a.extend(self.host_args.iter().cloned());
-        a.extend(
-            [
-                "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--bind",
-            ]
-            .iter()
-            .map(|s| s.to_string()),
-        );
+        a.extend(["--dev", "/dev", "--proc", "/proc"].map(String::from));
+        if self.tmp_size {
+            a.extend(["--size".into(), TMP_BYTES.to_string()]);
+        }
+        a.extend(["--tmpfs", "/tmp", "--bind"].map(String::from));
         a.push(workspace.display().to_string());
         a.push(WORKSPACE.into());
         a.extend(["--chdir".into(), cwd.into()]);
@@ -327,6 +343,16 @@ pub struct Sampler {
 
 /// Process group → its processes.
 type Groups = HashMap<u32, Vec<u32>>;
+
+/// Whether the `bwrap` on `PATH` knows `--size`.
+fn bwrap_takes_size() -> bool {
+    std::process::Command::new(which("bwrap"))
+        .arg("--help")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--size"))
+}
 
 /// How old the shared pass may be (under the watchdog's period).
 const GROUPS_MAX_AGE: std::time::Duration = std::time::Duration::from_millis(200);
