@@ -151,15 +151,29 @@ impl EventKind {
 
     /// The SSE `data` JSON.
     pub fn data_json(&self) -> String {
+        let mut out = Vec::new();
+        self.write_data_json(&mut out);
+        String::from_utf8(out).unwrap_or_else(|_| "{}".to_string())
+    }
+
+    /// Appends the SSE `data` JSON to `out` (compact: never a newline).
+    pub fn write_data_json(&self, out: &mut Vec<u8>) {
+        let start = out.len();
         let r = match self {
-            EventKind::Start(d) => serde_json::to_string(d),
-            EventKind::Log(d) => serde_json::to_string(d),
-            EventKind::Exit(d) => serde_json::to_string(d),
-            EventKind::Gap(d) => serde_json::to_string(d),
-            EventKind::Error(v) | EventKind::Result(v) => serde_json::to_string(v),
-            EventKind::Heartbeat => Ok("{}".to_string()),
+            EventKind::Start(d) => serde_json::to_writer(&mut *out, d),
+            EventKind::Log(d) => serde_json::to_writer(&mut *out, d),
+            EventKind::Exit(d) => serde_json::to_writer(&mut *out, d),
+            EventKind::Gap(d) => serde_json::to_writer(&mut *out, d),
+            EventKind::Error(v) | EventKind::Result(v) => serde_json::to_writer(&mut *out, v),
+            EventKind::Heartbeat => {
+                out.extend_from_slice(b"{}");
+                Ok(())
+            }
         };
-        r.unwrap_or_else(|_| "{}".to_string())
+        if r.is_err() {
+            out.truncate(start);
+            out.extend_from_slice(b"{}");
+        }
     }
 }
 

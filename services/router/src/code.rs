@@ -32,9 +32,9 @@ use agenttier_bus::subject::Verb;
 use crate::actor::{RUNNING, ask};
 use crate::auth::Caller;
 use crate::error::{Path, Query};
-use crate::invoke::sse;
 use crate::relay::{Kind, Relay};
 use crate::resolve::{NsQuery, resolve};
+use crate::sse::sse;
 use crate::{ApiError, Ctx, new_id};
 
 /// Captured bytes kept per stream in a JSON reply; the rest is dropped and

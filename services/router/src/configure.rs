@@ -25,9 +25,9 @@ use agenttier_bus::subject::Verb;
 use crate::actor::{RUNNING, RUNNING_OR_STOPPED, ask};
 use crate::auth::Caller;
 use crate::error::{Json, Path, Query};
-use crate::invoke::sse;
 use crate::relay::{Kind, Relay};
 use crate::resolve::{NsQuery, resolve};
+use crate::sse::sse;
 use crate::{ApiError, Ctx, new_id};
 
 /// The JSON body may carry 128 MiB as base64 (4/3 larger) plus paths and

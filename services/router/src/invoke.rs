@@ -2,22 +2,15 @@
 //! cancel, list. Admission (mode, phase, entrypoint, cap, size) is the
 //! actor's; the router maps its answer and relays the events.
 
-use std::convert::Infallible;
-use std::time::Duration;
-
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderName, StatusCode, header};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures::StreamExt;
 use serde::Deserialize;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 use agenttier_bus::model::parse_duration;
 use agenttier_bus::msg::{
-    CHUNK_BYTES, CancelRequest, Event, InvokeAccepted, InvokeRequest, SimpleRequest,
+    CHUNK_BYTES, CancelRequest, InvokeAccepted, InvokeRequest, SimpleRequest,
 };
 use agenttier_bus::subject::Verb;
 
@@ -27,27 +20,8 @@ use crate::code::{read_capped, send_chunks};
 use crate::error::{Json, Path, Query};
 use crate::relay::{self, Kind, Relay, ReplayError};
 use crate::resolve::{NsQuery, resolve};
+use crate::sse::sse;
 use crate::{ApiError, Ctx, is_id, new_id};
-
-/// A relayed event stream as an SSE response (`id: seq`, `event: kind`).
-pub(crate) fn sse(rx: mpsc::Receiver<Event>, keepalive: Duration) -> Response {
-    let stream = ReceiverStream::new(rx).map(|e| {
-        Ok::<_, Infallible>(
-            SseEvent::default()
-                .id(e.seq.to_string())
-                .event(e.kind.name())
-                .data(e.kind.data_json()),
-        )
-    });
-    (
-        [
-            (header::CACHE_CONTROL, "no-cache"),
-            (HeaderName::from_static("x-accel-buffering"), "no"),
-        ],
-        Sse::new(stream).keep_alive(KeepAlive::new().interval(keepalive).text("keepalive")),
-    )
-        .into_response()
-}
 
 fn bus_unavailable(e: agenttier_bus::Error) -> ApiError {
     ApiError::Unavailable(format!("bus: {e}"))

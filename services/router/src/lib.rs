@@ -22,6 +22,7 @@ mod keys;
 mod relay;
 mod resolve;
 mod sandboxes;
+mod sse;
 mod templates;
 mod terminal;
 
