@@ -192,6 +192,46 @@ async fn distributed() -> Distributed {
     sys
 }
 
+/// A finished run is still there to replay after its executor was killed and
+/// came back: the same events, the same ids, and the actor still knows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_run_replays_after_its_executor_restarts() {
+    let mut sys = distributed().await;
+    let urls = sys.urls();
+    let c = Client::new(&urls[0], Some(sys.admin_key()));
+    let other = Client::new(&urls[1], Some(sys.admin_key()));
+    c.create_running("kept-a", "langgraph-agent").await;
+    c.configure(
+        "kept-a",
+        &json!({"entrypoint": ["sh", "-c", "for i in 1 2 3; do echo line $i; done; echo oops >&2; exit 3"]}),
+    )
+    .await;
+    let before = c.invoke("kept-a", "", &[]).await;
+    let id = invoke_id(before.event("start"));
+    assert_eq!(before.event("exit").data["exitCode"], 3);
+
+    sys.executor().kill();
+    sys.executor().restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let after = loop {
+        match other.events_stream("kept-a", &id, 0).await {
+            s @ agenttier_tests::client::Streamed::Stream(_) => break finish(s.stream()).await,
+            agenttier_tests::client::Streamed::Refused(r) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "not replayable after the restart: {r:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    assert_eq!(after.events, before.events, "the same events, ids and data");
+    assert_eq!(invoke_state(&other, "kept-a", &id).await, "completed");
+    // Resuming from the middle gives the rest.
+    let tail = finish(other.events_stream("kept-a", &id, 3).await.stream()).await;
+    assert_eq!(tail.events, before.events[3..]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn executor_killed_mid_run_ends_the_stream_with_executor_lost() {
     let mut sys = distributed().await;

@@ -322,6 +322,37 @@ impl Handler<RunEnded> for SandboxActor {
     }
 }
 
+/// A finished invoke from before this executor started, reloaded from disk
+/// ([`crate::persist`]), `age` after it ended.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Remember {
+    pub invoke_id: String,
+    pub owner: String,
+    pub started_at: u64,
+    pub reason: ExitReason,
+    pub age: Duration,
+}
+
+impl Handler<Remember> for SandboxActor {
+    type Result = ();
+
+    fn handle(&mut self, m: Remember, _: &mut Context<Self>) {
+        let known = self.running.contains_key(&m.invoke_id)
+            || self.recent.iter().any(|f| f.id == m.invoke_id);
+        if !known {
+            let now = std::time::Instant::now();
+            self.remember(Finished {
+                id: m.invoke_id,
+                owner: m.owner,
+                started_at: m.started_at,
+                reason: m.reason,
+                ended: now.checked_sub(m.age).unwrap_or(now),
+            });
+        }
+    }
+}
+
 #[derive(Message)]
 #[rtype(result = "Result<(), Rejection>")]
 pub struct Cancel {

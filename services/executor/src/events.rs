@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use agenttier_bus::msg::{Event, EventKind, ReplayRequest};
+use agenttier_bus::msg::{Event, EventKind, ReplayReply, ReplayRequest};
 use agenttier_bus::{Bus, Headers};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -272,14 +272,23 @@ impl EventLog {
     /// The reply to a replay request: a [`ReplayReply`](agenttier_bus::msg::ReplayReply)
     /// written from the retained JSON.
     pub fn replay(&self, req: &ReplayRequest) -> Bytes {
+        self.reply(req.after, req.limit.max(1) as usize, REPLY_BYTES)
+    }
+
+    /// Everything retained, as a `ReplayReply` (to keep on disk).
+    pub fn dump(&self) -> Bytes {
+        self.reply(0, usize::MAX, usize::MAX)
+    }
+
+    fn reply(&self, after: u64, limit: usize, max_bytes: usize) -> Bytes {
         let r = self.lock();
         let first_retained = r.dropped_through + 1;
-        let skip = req.after.saturating_sub(r.dropped_through) as usize;
+        let skip = after.saturating_sub(r.dropped_through) as usize;
         let mut out = Vec::with_capacity(1024);
         out.extend_from_slice(b"{\"events\":[");
         let mut bytes = 0;
         for (n, (_, payload)) in r.events.iter().skip(skip).enumerate() {
-            if n >= req.limit.max(1) as usize || bytes + payload.len() > REPLY_BYTES && n > 0 {
+            if n >= limit || bytes + payload.len() > max_bytes && n > 0 {
                 break;
             }
             if n > 0 {
@@ -298,20 +307,47 @@ impl EventLog {
         Bytes::from(out)
     }
 
+    /// A finished run's log rebuilt from what [`dump`](Self::dump) wrote.
+    pub fn restore(
+        bus: Arc<dyn Bus>,
+        subject: String,
+        budget: &Arc<Budget>,
+        saved: ReplayReply,
+    ) -> Self {
+        let log = Self::new(bus, subject, budget);
+        {
+            let mut r = log.lock();
+            r.dropped_through = saved.first_retained.saturating_sub(1);
+            let mut last = r.dropped_through;
+            for e in saved.events {
+                last = e.seq;
+                r.push(
+                    e.seq,
+                    Bytes::from(serde_json::to_vec(&e).unwrap_or_default()),
+                );
+            }
+            r.finished = saved.finished;
+            log.seq.store(last, std::sync::atomic::Ordering::SeqCst);
+        }
+        log.lock().budget.clone().enforce();
+        log
+    }
+
     /// Answers `subject` (the run's replay subject) until `stop` fires and
-    /// then for [`RETENTION`] more.
+    /// then for `keep` more ([`RETENTION`] for a run of this process).
     /// Subscribes before it returns, so a replay asked right after is answered.
     pub async fn serve_replay(
         &self,
         subject: String,
         stop: CancellationToken,
+        keep: Duration,
     ) -> agenttier_bus::Result<()> {
         let log = self.clone();
         let mut sub = log.bus.subscribe(subject).await?;
         tokio::spawn(async move {
             let expire = async {
                 stop.cancelled().await;
-                tokio::time::sleep(RETENTION).await;
+                tokio::time::sleep(keep).await;
             };
             tokio::pin!(expire);
             loop {
@@ -334,7 +370,7 @@ impl EventLog {
 mod tests {
     use super::*;
     use agenttier_bus::memory::Bus as MemoryBus;
-    use agenttier_bus::msg::{LogData, ReplayReply};
+    use agenttier_bus::msg::LogData;
 
     fn line(data: &str) -> EventKind {
         EventKind::Log(LogData {
@@ -369,6 +405,20 @@ mod tests {
         assert!(replay(&log, 10, 100).events.is_empty());
         log.emit(EventKind::Heartbeat).await;
         assert!(replay(&log, 0, 100).events.len() == 11);
+    }
+
+    #[tokio::test]
+    async fn a_dump_restores_the_same_replay() {
+        let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new());
+        let budget = Budget::new(1 << 30);
+        let log = EventLog::new(bus.clone(), "a".into(), &budget);
+        for i in 0..5 {
+            log.emit(line(&format!("l{i}"))).await;
+        }
+        let saved: ReplayReply = serde_json::from_slice(&log.dump()).unwrap();
+        let back = EventLog::restore(bus, "a".into(), &budget, saved);
+        assert_eq!(replay(&back, 2, 100), replay(&log, 2, 100));
+        assert_eq!(replay(&back, 0, 100).events.len(), 5);
     }
 
     #[tokio::test]

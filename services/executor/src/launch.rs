@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Node;
 use crate::actor::RunPlan;
-use crate::events::EventLog;
+use crate::events::{EventLog, RETENTION};
 use crate::listener::{Hosted, receive_stdin, watch_attached};
 use crate::run::{Limits, Outcome, run};
 use crate::runtime::Spec;
@@ -48,7 +48,7 @@ pub(crate) async fn prepare(
     let bus = node.bus.clone();
     let log = EventLog::new(bus.clone(), s.events, &node.retention);
     let done = CancellationToken::new();
-    if let Err(e) = log.serve_replay(s.replay, done.clone()).await {
+    if let Err(e) = log.serve_replay(s.replay, done.clone(), RETENTION).await {
         tracing::warn!(error = %e, "replay unavailable for {id}");
     }
 
@@ -93,6 +93,11 @@ pub(crate) async fn prepare(
 }
 
 impl Launched {
+    /// The run's event log (to keep it on disk once the run is over).
+    pub fn log(&self) -> EventLog {
+        self.log.clone()
+    }
+
     /// Runs `plan` in the sandbox: `start`, the output, then `release` (the
     /// slot is free before anyone can see the end), then `exit`.
     pub async fn run<F, Fut>(self, node: &Node, sbx: &Hosted, plan: &RunPlan, release: F) -> Outcome

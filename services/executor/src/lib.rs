@@ -16,6 +16,7 @@ mod hostview;
 mod launch;
 mod listener;
 pub mod output;
+mod persist;
 mod run;
 pub mod runtime;
 mod state;
@@ -374,6 +375,7 @@ async fn reconcile(
             return;
         }
     };
+    persist::restore(node, &hosted_sbx).await;
     let stop = CancellationToken::new();
     tokio::spawn(listener::serve(
         node.clone(),

@@ -23,7 +23,7 @@ use crate::actor::{
     Admission, Admit, BeginConfigure, Cancel, EndConfigure, Handle, Query, RunEnded, SetPhase,
 };
 use crate::configure;
-use crate::events::EventLog;
+use crate::events::{EventLog, RETENTION};
 use crate::launch;
 use crate::state::Dirs;
 
@@ -203,6 +203,7 @@ async fn invoke(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
 
     tokio::spawn(async move {
         let handle = sbx.handle.clone();
+        let log = launched.log();
         let release = |reason| async move {
             let _ = handle
                 .ask(RunEnded {
@@ -212,6 +213,14 @@ async fn invoke(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
                 .await;
         };
         let out = launched.run(&node, &sbx, &plan, release).await;
+        let header = crate::persist::Header {
+            invoke_id: req.invoke_id.clone(),
+            owner: req.caller.sub.clone(),
+            started_at: plan.started_at,
+            reason: out.reason,
+            ended_at: agenttier_bus::model::now_unix_ms(),
+        };
+        crate::persist::save(&sbx.dirs, header, &log).await;
         let kind = match (out.reason, out.exit_code) {
             (ExitReason::Completed, 0) => "AgentInvokeCompleted",
             (ExitReason::Canceled, _) => "AgentInvokeCanceled",
@@ -336,6 +345,7 @@ async fn configure(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
         .serve_replay(
             node.subjects.configure_replay(&req.configure_id),
             done.clone(),
+            RETENTION,
         )
         .await
     {
