@@ -183,7 +183,17 @@ pub struct EventLog {
 impl EventLog {
     pub fn new(bus: Arc<dyn Bus>, subject: String, budget: &Arc<Budget>) -> Self {
         let retained = Arc::new(Mutex::new(Retained::new(budget.clone())));
-        lock(&budget.logs).push_back(Arc::downgrade(&retained));
+        let mut logs = lock(&budget.logs);
+        // Logs that are gone leave (most go in creation order; now and then
+        // a full sweep for those behind a long-lived one).
+        while logs.front().is_some_and(|w| w.strong_count() == 0) {
+            logs.pop_front();
+        }
+        if logs.len() % 1024 == 1023 {
+            logs.retain(|w| w.strong_count() > 0);
+        }
+        logs.push_back(Arc::downgrade(&retained));
+        drop(logs);
         Self {
             bus,
             subject,
@@ -477,6 +487,13 @@ mod tests {
         assert!(
             budget.held() < before - 3 * 1024 * 1024,
             "a dropped log gives its bytes back"
+        );
+        drop(old);
+        let _c = EventLog::new(bus, "c".into(), &budget);
+        assert_eq!(
+            lock(&budget.logs).len(),
+            1,
+            "logs that are gone leave the list"
         );
     }
 
