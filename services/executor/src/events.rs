@@ -282,17 +282,34 @@ impl EventLog {
     /// The reply to a replay request: a [`ReplayReply`](agenttier_bus::msg::ReplayReply)
     /// written from the retained JSON.
     pub fn replay(&self, req: &ReplayRequest) -> Bytes {
-        self.reply(req.after, req.limit.max(1) as usize, REPLY_BYTES)
+        self.reply(req.after, req.limit.max(1) as usize, REPLY_BYTES, 0)
     }
 
-    /// Everything retained, as a `ReplayReply` (to keep on disk).
-    pub fn dump(&self) -> Bytes {
-        self.reply(0, usize::MAX, usize::MAX)
+    /// The newest retained events, about `max_bytes` of them but at least the
+    /// last, as a `ReplayReply` whose `firstRetained` is the first of them (to
+    /// keep on disk: what is older reads as a gap).
+    pub fn dump(&self, max_bytes: usize) -> Bytes {
+        let after = {
+            let r = self.lock();
+            let mut bytes = 0;
+            let mut after = r.dropped_through;
+            for (n, (seq, payload)) in r.events.iter().rev().enumerate() {
+                bytes += payload.len();
+                if bytes > max_bytes && n > 0 {
+                    after = *seq;
+                    break;
+                }
+            }
+            after
+        };
+        self.reply(after, usize::MAX, usize::MAX, after)
     }
 
-    fn reply(&self, after: u64, limit: usize, max_bytes: usize) -> Bytes {
+    /// The retained events after `after` (at most `limit`, about
+    /// `max_bytes`), reporting nothing up to `floor` as retained.
+    fn reply(&self, after: u64, limit: usize, max_bytes: usize, floor: u64) -> Bytes {
         let r = self.lock();
-        let first_retained = r.dropped_through + 1;
+        let first_retained = r.dropped_through.max(floor) + 1;
         let skip = after.saturating_sub(r.dropped_through) as usize;
         let mut out = Vec::with_capacity(1024);
         out.extend_from_slice(b"{\"events\":[");
@@ -327,7 +344,8 @@ impl EventLog {
         let log = Self::new(bus, subject, budget);
         {
             let mut r = log.lock();
-            r.dropped_through = saved.first_retained.saturating_sub(1);
+            let first = saved.events.first().map_or(saved.first_retained, |e| e.seq);
+            r.dropped_through = first.saturating_sub(1);
             let mut last = r.dropped_through;
             for e in saved.events {
                 last = e.seq;
@@ -425,10 +443,21 @@ mod tests {
         for i in 0..5 {
             log.emit(line(&format!("l{i}"))).await;
         }
-        let saved: ReplayReply = serde_json::from_slice(&log.dump()).unwrap();
-        let back = EventLog::restore(bus, "a".into(), &budget, saved);
+        let saved: ReplayReply = serde_json::from_slice(&log.dump(1 << 20)).unwrap();
+        let back = EventLog::restore(bus.clone(), "a".into(), &budget, saved);
         assert_eq!(replay(&back, 2, 100), replay(&log, 2, 100));
         assert_eq!(replay(&back, 0, 100).events.len(), 5);
+        // A small dump keeps the newest events (each is ~63 bytes here); the
+        // rest reads as gone.
+        let tail: ReplayReply = serde_json::from_slice(&log.dump(130)).unwrap();
+        assert_eq!(
+            tail.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [4, 5]
+        );
+        assert_eq!(tail.first_retained, 4);
+        let back = EventLog::restore(bus, "a".into(), &budget, tail);
+        let r = replay(&back, 0, 100);
+        assert_eq!((r.first_retained, r.events.len()), (4, 2));
     }
 
     #[tokio::test]

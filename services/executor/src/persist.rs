@@ -2,9 +2,9 @@
 //! executor can still replay them (and its actor still knows who may see
 //! them).
 //!
-//! When an invoke ends, its retained events (the JSON already published)
-//! are written to `<sandbox>/runs/<invokeId>.json` with who started it and
-//! how it ended; the file goes when the retention does. On hosting a
+//! When an invoke ends, its newest retained events (up to 4 MiB of the JSON
+//! already published) are written to `<sandbox>/runs/<invokeId>.json` with
+//! who started it and how it ended; the file goes when the retention does. On hosting a
 //! sandbox the executor reloads the files still within their retention.
 //! Runs that were still going when the executor died are not on disk: they
 //! died with it, and their clients were told `executor_lost`.
@@ -22,6 +22,10 @@ use crate::actor::Remember;
 use crate::events::{EventLog, RETENTION};
 use crate::listener::Hosted;
 use crate::state::Dirs;
+
+/// Event JSON kept on disk per run: the newest events (a resume after a
+/// restart gets a `gap` for anything older).
+const KEPT_BYTES: usize = 4 * 1024 * 1024;
 
 /// What the file says besides the events.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -59,7 +63,7 @@ pub async fn save(dirs: &Dirs, header: Header, log: &EventLog) {
     // `{...header` + `,"replay":` + the dump + `}`: the events stay as published.
     body.pop();
     body.extend_from_slice(b",\"replay\":");
-    body.extend_from_slice(&log.dump());
+    body.extend_from_slice(&log.dump(KEPT_BYTES));
     body.push(b'}');
     let target = path.clone();
     let written = tokio::task::spawn_blocking(move || {
