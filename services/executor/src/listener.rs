@@ -159,7 +159,10 @@ async fn invoke(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
             .await;
         }
         Err(rej) => {
-            if rej.status == 429 {
+            // The caller first; integrations hear of it right after.
+            let throttled = rej.status == 429;
+            reply::<()>(&node, &msg, Err(rej)).await;
+            if throttled {
                 node.lifecycle(
                     &sbx,
                     "AgentInvokeThrottled",
@@ -169,7 +172,7 @@ async fn invoke(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
                 )
                 .await;
             }
-            return reply::<()>(&node, &msg, Err(rej)).await;
+            return;
         }
     };
     let id = req.invoke_id.clone();
