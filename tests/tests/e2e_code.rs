@@ -618,7 +618,14 @@ async fn terminal_runs_a_shell_on_a_pty(sys: &mut dyn System) {
     )
     .await;
     read_until(&mut ws, &mut out, "sleep-start\r\n", "").await;
-    assert!(!processes_with(marker).is_empty(), "the sleep runs");
+    // The echo comes first: the shell may not have started the sleep yet.
+    assert!(
+        wait_for(Duration::from_secs(5), || async {
+            !processes_with(marker).is_empty()
+        })
+        .await,
+        "the sleep runs"
+    );
     drop(ws);
     assert!(
         wait_for(Duration::from_secs(10), || async {

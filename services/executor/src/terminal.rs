@@ -159,7 +159,9 @@ pub(crate) async fn open(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
     // Output: a blocking reader thread, events published in order here.
     let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(64);
     std::thread::spawn(move || read_pty(reader, out_tx));
-    let (resize_tx, mut resize_rx) = mpsc::channel::<(u16, u16)>(8);
+    // A resize is applied before the next keystroke is written: the input
+    // task waits for the session to say it is done.
+    let (resize_tx, mut resize_rx) = mpsc::channel::<Resized>(8);
     let closed = CancellationToken::new();
     tokio::spawn(serve_input(
         node.clone(),
@@ -188,10 +190,11 @@ pub(crate) async fn open(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
                     Some(bytes) => emit_output(&log, &bytes).await,
                     None => output_open = false,
                 },
-                Some((cols, rows)) = resize_rx.recv() => {
+                Some((cols, rows, applied)) = resize_rx.recv() => {
                     if let Some(s) = &slave_fd {
                         resize(s, cols, rows).await;
                     }
+                    let _ = applied.send(());
                 }
                 _ = beat.tick() => log.heartbeat().await,
                 _ = plan.cancel.cancelled(), if end.is_none() => {
@@ -295,12 +298,15 @@ async fn resize(slave: &OwnedFd, cols: u16, rows: u16) {
     }
 }
 
+/// A resize for the session task, and how it says the PTY has the new size.
+type Resized = (u16, u16, tokio::sync::oneshot::Sender<()>);
+
 /// Answers `term.<id>.input` until the session ends.
 async fn serve_input(
     node: Arc<Node>,
     mut inputs: agenttier_bus::Subscription,
     writer: File,
-    resizes: mpsc::Sender<(u16, u16)>,
+    resizes: mpsc::Sender<Resized>,
     closed: CancellationToken,
     done: CancellationToken,
 ) {
@@ -330,7 +336,11 @@ async fn serve_input(
                 }
             }
             Ok(TerminalInput::Resize { cols, rows }) => {
-                let _ = resizes.send((cols, rows)).await;
+                let (applied, done_resizing) = tokio::sync::oneshot::channel();
+                if resizes.send((cols, rows, applied)).await.is_ok() {
+                    // Gone (the session ended) counts as done.
+                    let _ = done_resizing.await;
+                }
                 Ok(serde_json::json!({}))
             }
             Ok(TerminalInput::Close) => {
