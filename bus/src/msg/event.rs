@@ -49,15 +49,11 @@ impl<'de> Deserialize<'de> for Event {
                     let Some(key) = self.map.next_key::<Key<'de>>()? else {
                         return Ok(None);
                     };
+                    if key.as_str() == "seq" {
+                        self.seq = Some(self.map.next_value()?);
+                        continue;
+                    }
                     return match key {
-                        Key::Borrowed("seq") => {
-                            self.seq = Some(self.map.next_value()?);
-                            continue;
-                        }
-                        Key::Owned(k) if k == "seq" => {
-                            self.seq = Some(self.map.next_value()?);
-                            continue;
-                        }
                         Key::Borrowed(k) => seed
                             .deserialize(de::value::BorrowedStrDeserializer::new(k))
                             .map(Some),
@@ -77,6 +73,14 @@ impl<'de> Deserialize<'de> for Event {
         enum Key<'de> {
             Borrowed(&'de str),
             Owned(String),
+        }
+        impl Key<'_> {
+            fn as_str(&self) -> &str {
+                match self {
+                    Key::Borrowed(k) => k,
+                    Key::Owned(k) => k,
+                }
+            }
         }
         impl<'de> Deserialize<'de> for Key<'de> {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

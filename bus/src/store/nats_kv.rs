@@ -78,17 +78,14 @@ impl Store for NatsKvStore {
                     .map(str::to_string)
             })
             .collect();
-        // Gets overlap (a round trip each, not one after the other).
-        let got: Vec<Option<Entry>> = futures::stream::iter(keys.clone())
-            .map(|key| async move { self.get(&key).await })
+        // Gets overlap (a round trip each, not one after the other); a key
+        // deleted meanwhile is left out.
+        let mut out: Vec<(String, Entry)> = futures::stream::iter(keys)
+            .map(|key| async move { Ok(self.get(&key).await?.map(|entry| (key, entry))) })
             .buffered(LIST_CONCURRENCY)
+            .try_filter_map(|found| async move { Ok(found) })
             .try_collect()
             .await?;
-        let mut out: Vec<(String, Entry)> = keys
-            .into_iter()
-            .zip(got)
-            .filter_map(|(key, entry)| Some((key, entry?)))
-            .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
     }

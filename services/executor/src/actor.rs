@@ -5,7 +5,7 @@
 //! routers send requests. It does no I/O but small local file writes: runs
 //! and uploads happen in tokio tasks that report back with messages.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,13 +18,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::state::{AgentState, Dirs};
 
+mod code;
+mod history;
+
+pub use code::{AdmitExec, AdmitFiles, ExecEnded};
+use history::{Finished, History, LISTED, REMEMBERED};
+
 /// Largest stdin of one invoke (SPEC §2.3).
 pub const MAX_STDIN_BYTES: u64 = 16 * 1024 * 1024;
-/// Finished invokes are remembered (cancel, resume, `GET /invokes`) as long
-/// as their events are retained, but at most this many per sandbox.
-const REMEMBERED: usize = 4096;
-/// How many finished invokes `GET /invokes` lists.
-const LISTED: usize = 256;
 
 /// What a run needs, decided at admission.
 #[derive(Debug, Clone)]
@@ -60,14 +61,6 @@ struct Running {
     cancel: CancellationToken,
 }
 
-struct Finished {
-    id: String,
-    owner: String,
-    started_at: u64,
-    reason: ExitReason,
-    ended: std::time::Instant,
-}
-
 pub struct SandboxActor {
     record: Sandbox,
     phase: Phase,
@@ -76,7 +69,7 @@ pub struct SandboxActor {
     /// The cancel token of the configure that is installing, if any.
     configuring: Option<CancellationToken>,
     running: HashMap<String, Running>,
-    recent: VecDeque<Finished>,
+    history: History,
     /// (caller, Idempotency-Key) → (invoke id, started at, when).
     idempotency: HashMap<(String, String), (String, u64, std::time::Instant)>,
     /// Exec runs (code mode): not counted against the invoke cap, but
@@ -105,7 +98,7 @@ impl SandboxActor {
             agent,
             configuring: None,
             running: HashMap::new(),
-            recent: VecDeque::new(),
+            history: History::default(),
             idempotency: HashMap::new(),
             execs: HashMap::new(),
             on_configured,
@@ -160,18 +153,6 @@ impl SandboxActor {
         env.extend(self.record.agent.env.clone());
         env.extend(self.agent.env.clone());
         env
-    }
-
-    fn remember(&mut self, f: Finished) {
-        while self.recent.len() >= REMEMBERED
-            || self
-                .recent
-                .front()
-                .is_some_and(|old| old.ended.elapsed() > crate::events::RETENTION)
-        {
-            self.recent.pop_front();
-        }
-        self.recent.push_back(f);
     }
 
     fn cancel_all(&mut self) {
@@ -311,7 +292,7 @@ impl Handler<RunEnded> for SandboxActor {
 
     fn handle(&mut self, m: RunEnded, _: &mut Context<Self>) {
         if let Some(r) = self.running.remove(&m.invoke_id) {
-            self.remember(Finished {
+            self.history.remember(Finished {
                 id: m.invoke_id,
                 owner: r.owner,
                 started_at: r.started_at,
@@ -338,11 +319,11 @@ impl Handler<Remember> for SandboxActor {
     type Result = ();
 
     fn handle(&mut self, m: Remember, _: &mut Context<Self>) {
-        let known = self.running.contains_key(&m.invoke_id)
-            || self.recent.iter().any(|f| f.id == m.invoke_id);
+        let known =
+            self.running.contains_key(&m.invoke_id) || self.history.get(&m.invoke_id).is_some();
         if !known {
             let now = std::time::Instant::now();
-            self.remember(Finished {
+            self.history.remember(Finished {
                 id: m.invoke_id,
                 owner: m.owner,
                 started_at: m.started_at,
@@ -375,7 +356,7 @@ impl Handler<Cancel> for SandboxActor {
             r.cancel.cancel();
             return Ok(());
         }
-        match self.recent.iter().find(|f| f.id == m.invoke_id) {
+        match self.history.get(&m.invoke_id) {
             // Canceling what already ended changes nothing, and says so calmly.
             Some(f) if m.caller.may_access(&f.owner) => Ok(()),
             _ => Err(unknown()),
@@ -573,15 +554,11 @@ impl Handler<Query> for SandboxActor {
                     .running
                     .iter()
                     .map(|(id, r)| (id, &r.owner, r.started_at, "running"));
-                let done = self.recent.iter().rev().take(listed).map(|f| {
-                    let state = match f.reason {
-                        ExitReason::Completed => "completed",
-                        ExitReason::Canceled => "canceled",
-                        ExitReason::Timeout => "timeout",
-                        ExitReason::Error => "error",
-                    };
-                    (&f.id, &f.owner, f.started_at, state)
-                });
+                let done = self
+                    .history
+                    .newest()
+                    .take(listed)
+                    .map(|f| (&f.id, &f.owner, f.started_at, f.state()));
                 let invokes: Vec<_> = running
                     .chain(done)
                     .filter(|(id, _, _, _)| only.as_ref().is_none_or(|o| o == *id))
@@ -612,79 +589,6 @@ impl Handler<Inflight> for SandboxActor {
 
     fn handle(&mut self, _: Inflight, _: &mut Context<Self>) -> usize {
         self.running.len() + self.execs.len() + usize::from(self.configuring.is_some())
-    }
-}
-
-/// Code mode (exec, files): 404 → 409 phase, in both modes.
-fn check_code(actor: &SandboxActor, caller: &Principal) -> Result<(), Rejection> {
-    if !caller.may_access(&actor.record.created_by.sub) {
-        return Err(Rejection::not_found());
-    }
-    if actor.phase != Phase::Running {
-        return Err(Rejection::new(409, "invalid_phase")
-            .message(format!("sandbox is {}, not Running", actor.phase.as_str()))
-            .field("phase", actor.phase.as_str()));
-    }
-    Ok(())
-}
-
-/// Admission of one exec: the plan of its run.
-#[derive(Message)]
-#[rtype(result = "Result<RunPlan, Rejection>")]
-pub struct AdmitExec {
-    pub caller: Principal,
-    pub exec_id: String,
-    pub argv: Vec<String>,
-    pub timeout: Duration,
-}
-
-impl Handler<AdmitExec> for SandboxActor {
-    type Result = Result<RunPlan, Rejection>;
-
-    fn handle(&mut self, m: AdmitExec, _: &mut Context<Self>) -> Self::Result {
-        check_code(self, &m.caller)?;
-        if self.execs.contains_key(&m.exec_id) {
-            return Err(Rejection::new(409, "duplicate_exec_id"));
-        }
-        let cancel = CancellationToken::new();
-        self.execs.insert(m.exec_id, cancel.clone());
-        Ok(RunPlan {
-            argv: m.argv,
-            env: self.env(),
-            cwd: crate::runtime::WORKSPACE.to_string(),
-            network: self.record.network.allow_egress,
-            timeout: m.timeout,
-            idle_timeout: None,
-            max_output_bytes: self.record.agent.max_output_bytes(),
-            cancel,
-            started_at: now_unix_ms(),
-        })
-    }
-}
-
-/// An exec has ended and its process tree is gone.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct ExecEnded(pub String);
-
-impl Handler<ExecEnded> for SandboxActor {
-    type Result = ();
-
-    fn handle(&mut self, m: ExecEnded, _: &mut Context<Self>) {
-        self.execs.remove(&m.0);
-    }
-}
-
-/// Admission of a file operation: 404 → 409 phase.
-#[derive(Message)]
-#[rtype(result = "Result<(), Rejection>")]
-pub struct AdmitFiles(pub Principal);
-
-impl Handler<AdmitFiles> for SandboxActor {
-    type Result = Result<(), Rejection>;
-
-    fn handle(&mut self, m: AdmitFiles, _: &mut Context<Self>) -> Self::Result {
-        check_code(self, &m.0)
     }
 }
 

@@ -362,9 +362,19 @@ impl EventLog {
     }
 
     /// Answers `subject` (the run's replay subject) until `stop` fires and
-    /// then for `keep` more ([`RETENTION`] for a run of this process).
+    /// then for [`RETENTION`] more.
     /// Subscribes before it returns, so a replay asked right after is answered.
     pub async fn serve_replay(
+        &self,
+        subject: String,
+        stop: CancellationToken,
+    ) -> agenttier_bus::Result<()> {
+        self.serve_replay_for(subject, stop, RETENTION).await
+    }
+
+    /// As [`serve_replay`](Self::serve_replay), for `keep` after `stop`
+    /// (a run reloaded from disk keeps what is left of its retention).
+    pub async fn serve_replay_for(
         &self,
         subject: String,
         stop: CancellationToken,

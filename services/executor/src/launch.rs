@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Node;
 use crate::actor::RunPlan;
-use crate::events::{EventLog, RETENTION};
+use crate::events::EventLog;
 use crate::listener::{Hosted, receive_stdin, watch_attached};
 use crate::run::{Limits, Outcome, run};
 use crate::runtime::Spec;
@@ -48,7 +48,7 @@ pub(crate) async fn prepare(
     let bus = node.bus.clone();
     let log = EventLog::new(bus.clone(), s.events, &node.retention);
     let done = CancellationToken::new();
-    if let Err(e) = log.serve_replay(s.replay, done.clone(), RETENTION).await {
+    if let Err(e) = log.serve_replay(s.replay, done.clone()).await {
         tracing::warn!(error = %e, "replay unavailable for {id}");
     }
 

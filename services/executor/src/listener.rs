@@ -23,7 +23,7 @@ use crate::actor::{
     Admission, Admit, BeginConfigure, Cancel, EndConfigure, Handle, Query, RunEnded, SetPhase,
 };
 use crate::configure;
-use crate::events::{EventLog, RETENTION};
+use crate::events::EventLog;
 use crate::launch;
 use crate::state::Dirs;
 
@@ -348,7 +348,6 @@ async fn configure(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
         .serve_replay(
             node.subjects.configure_replay(&req.configure_id),
             done.clone(),
-            RETENTION,
         )
         .await
     {

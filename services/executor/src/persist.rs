@@ -131,7 +131,7 @@ pub async fn restore(node: &Arc<Node>, sbx: &Arc<Hosted>) {
         let done = tokio_util::sync::CancellationToken::new();
         done.cancel();
         if let Err(e) = log
-            .serve_replay(node.subjects.invoke_replay(&id), done, left)
+            .serve_replay_for(node.subjects.invoke_replay(&id), done, left)
             .await
         {
             tracing::warn!(error = %e, "replay of {id} unavailable after restart");

@@ -67,8 +67,8 @@ pub struct Runtime {
     /// `prlimit` options every run starts under, when `prlimit` is there.
     rlimits: Option<Vec<String>>,
     path: String,
-    /// The last count of this uid's processes, and when it was taken.
-    uid_processes: Arc<std::sync::Mutex<Option<(std::time::Instant, u64)>>>,
+    /// This uid's processes, counted at most [`NPROC_RECOUNT`] ago.
+    uid_processes: Arc<Fresh<u64>>,
     sampler: Arc<Sampler>,
     meter: Arc<crate::disk::Meter>,
     /// Whether bwrap takes `--size` (0.8 and later): `/tmp` is then bounded.
@@ -99,15 +99,15 @@ impl Runtime {
             host_args: crate::hostview::args(&path, extra_ro, &[data_dir.to_path_buf()]),
             rlimits: prlimit.then(rlimits),
             path,
-            uid_processes: Default::default(),
+            uid_processes: Arc::new(Fresh::new(NPROC_RECOUNT)),
             sampler: Default::default(),
             meter: Default::default(),
             tmp_size: isolation == Isolation::Bwrap && bwrap_takes_size(),
         };
-        if isolation == Isolation::Bwrap && !rt.tmp_size {
-            tracing::warn!("this bwrap has no --size: a sandbox's /tmp is not bounded");
-        }
         if isolation == Isolation::Bwrap {
+            if !rt.tmp_size {
+                tracing::warn!("this bwrap has no --size: a sandbox's /tmp is not bounded");
+            }
             let probe = std::process::Command::new("bwrap")
                 .args(rt.bwrap_args(data_dir, false, WORKSPACE))
                 .arg("true")
@@ -286,17 +286,7 @@ impl Runtime {
     /// rest of a spawn, and the limit is shared with every other process of
     /// the uid anyway (the watchdog holds each run to its own budget).
     fn nproc_limit(&self) -> String {
-        let mine = {
-            let mut counted = self.uid_processes.lock().unwrap_or_else(|p| p.into_inner());
-            match *counted {
-                Some((at, n)) if at.elapsed() < NPROC_RECOUNT => n,
-                _ => {
-                    let n = uid_processes();
-                    *counted = Some((std::time::Instant::now(), n));
-                    n
-                }
-            }
-        };
+        let mine = self.uid_processes.with(uid_processes, |n| *n);
         let n = mine + u64::from(self.caps.max_processes);
         format!("--nproc={n}:{n}")
     }
@@ -308,21 +298,41 @@ const NPROC_RECOUNT: std::time::Duration = std::time::Duration::from_millis(250)
 /// The processes of this process's real uid (from `/proc`).
 fn uid_processes() -> u64 {
     let me = nix::unistd::getuid().as_raw();
-    std::fs::read_dir("/proc")
-        .map(|d| {
-            d.flatten()
-                .filter(|e| {
-                    e.file_name()
-                        .to_str()
-                        .is_some_and(|n| n.parse::<u32>().is_ok())
-                })
-                .filter(|e| {
-                    e.metadata()
-                        .is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == me)
-                })
-                .count()
+    proc_pids()
+        .filter(|pid| {
+            std::fs::metadata(format!("/proc/{pid}"))
+                .is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == me)
         })
-        .unwrap_or(0) as u64
+        .count() as u64
+}
+
+/// A value recomputed when it is older than its maximum age.
+#[derive(Debug)]
+struct Fresh<T> {
+    max_age: std::time::Duration,
+    last: std::sync::Mutex<Option<(std::time::Instant, T)>>,
+}
+
+impl<T> Fresh<T> {
+    fn new(max_age: std::time::Duration) -> Self {
+        Self {
+            max_age,
+            last: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// `read` of the value, after `compute` if the last one is too old.
+    fn with<R>(&self, compute: impl FnOnce() -> T, read: impl FnOnce(&T) -> R) -> R {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if last
+            .as_ref()
+            .is_none_or(|(at, _)| at.elapsed() >= self.max_age)
+        {
+            *last = Some((std::time::Instant::now(), compute()));
+        }
+        let (_, value) = last.as_ref().expect("just computed");
+        read(value)
+    }
 }
 
 /// What a run's process group holds right now.
@@ -335,24 +345,21 @@ pub struct Usage {
 /// The process groups of the host, from one pass over `/proc` shared by
 /// every run's watchdog: a pass per run per tick costs O(runs × host
 /// processes), which at 64 concurrent runs was most of the executor's CPU.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Sampler {
-    /// The last pass, and when it was taken.
-    groups: std::sync::Mutex<Option<(std::time::Instant, Groups)>>,
+    groups: Fresh<Groups>,
+}
+
+impl Default for Sampler {
+    fn default() -> Self {
+        Self {
+            groups: Fresh::new(GROUPS_MAX_AGE),
+        }
+    }
 }
 
 /// Process group → its processes.
 type Groups = HashMap<u32, Vec<u32>>;
-
-/// Whether the `bwrap` on `PATH` knows `--size`.
-fn bwrap_takes_size() -> bool {
-    std::process::Command::new(which("bwrap"))
-        .arg("--help")
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--size"))
-}
 
 /// How old the shared pass may be (under the watchdog's period).
 const GROUPS_MAX_AGE: std::time::Duration = std::time::Duration::from_millis(200);
@@ -362,18 +369,9 @@ impl Sampler {
     /// of each process's proportional set size (shared pages split among
     /// their sharers), so a tree of forks is not counted many times over.
     pub fn usage(&self, pgid: u32) -> Usage {
-        let members = {
-            let mut g = self.groups.lock().unwrap_or_else(|p| p.into_inner());
-            let fresh = g
-                .as_ref()
-                .is_some_and(|(at, _)| at.elapsed() < GROUPS_MAX_AGE);
-            if !fresh {
-                *g = Some((std::time::Instant::now(), process_groups()));
-            }
-            g.as_ref()
-                .and_then(|(_, groups)| groups.get(&pgid).cloned())
-                .unwrap_or_default()
-        };
+        let members = self.groups.with(process_groups, |groups| {
+            groups.get(&pgid).cloned().unwrap_or_default()
+        });
         Usage {
             processes: members.len() as u32,
             memory_bytes: members.iter().map(|pid| pss_kib(*pid) * 1024).sum(),
@@ -425,6 +423,16 @@ fn group_members(pgid: u32) -> Vec<u32> {
     proc_pids()
         .filter(|pid| pgrp_of(*pid) == Some(pgid))
         .collect()
+}
+
+/// Whether the `bwrap` on `PATH` knows `--size`.
+fn bwrap_takes_size() -> bool {
+    std::process::Command::new(which("bwrap"))
+        .arg("--help")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--size"))
 }
 
 /// `bin` as an absolute path found on the executor's `PATH`. Spawning by

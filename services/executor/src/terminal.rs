@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Node;
 use crate::actor::{AdmitExec, ExecEnded};
-use crate::events::{EventLog, RETENTION};
+use crate::events::EventLog;
 use crate::listener::{Hosted, decode, flatten, reply, watch_attached};
 use crate::output::encode_line;
 use crate::runtime::{Spec, WORKSPACE};
@@ -115,7 +115,7 @@ pub(crate) async fn open(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
     );
     let done = CancellationToken::new();
     if let Err(e) = log
-        .serve_replay(node.subjects.terminal_replay(&id), done.clone(), RETENTION)
+        .serve_replay(node.subjects.terminal_replay(&id), done.clone())
         .await
     {
         tracing::warn!(error = %e, "replay unavailable for {id}");

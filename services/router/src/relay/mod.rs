@@ -435,37 +435,36 @@ impl Run {
     /// The run has ended: fetch what a size-capped replay left out; a run
     /// whose terminal event cannot be had ends as lost.
     async fn finish(&mut self) -> Step {
+        if !self.replay_all().await? || !self.seq.done() {
+            self.lost().await?;
+        }
+        Ok(())
+    }
+
+    /// Applies replays until one brings nothing new or the run's end is
+    /// delivered; `false` when nobody answered (the executor is gone).
+    async fn replay_all(&mut self) -> Step<bool> {
         while !self.seq.done() {
             let before = self.seq.last();
-            if let Some(r) = self.fetch_replay().await {
-                self.apply_replay(r).await?;
-            }
+            let Some(r) = self.fetch_replay().await else {
+                return Ok(false);
+            };
+            self.apply_replay(r).await?;
             if self.seq.last() == before {
                 break;
             }
         }
-        if !self.seq.done() {
-            self.lost().await?;
-        }
-        Ok(())
+        Ok(true)
     }
 
     /// Live events were dropped for this client: fetch everything retained
     /// after the last one delivered now, rather than waiting for a later
     /// event (there may be none: the dropped tail can hold the `exit`).
     async fn after_drop(&mut self) -> Step<bool> {
-        loop {
-            let before = self.seq.last();
-            let Some(r) = self.fetch_replay().await else {
-                self.lost().await?;
-                return Ok(false);
-            };
-            let empty = r.events.is_empty();
-            self.apply_replay(r).await?;
-            if self.seq.done() || empty || self.seq.last() == before {
-                return Ok(!self.seq.done() && !self.lost);
-            }
+        if !self.replay_all().await? {
+            self.lost().await?;
         }
+        Ok(!self.seq.done() && !self.lost)
     }
 
     /// Nothing heard for a while: is anyone still there? `Ok(false)` ends.
