@@ -209,6 +209,14 @@ impl EventLog {
 
     /// Numbers, retains and publishes one event; returns its seq.
     pub async fn emit(&self, kind: EventKind) -> u64 {
+        let (seq, payload) = self.record(kind);
+        self.publish(payload).await;
+        seq
+    }
+
+    /// Numbers and retains one event without publishing it yet (see
+    /// [`publish`](Self::publish)): its seq and its JSON.
+    pub fn record(&self, kind: EventKind) -> (u64, Bytes) {
         let terminal = kind.is_terminal();
         // The seq is taken and the event retained in one step: a heartbeat
         // (possibly from another task) never names a seq replay cannot give.
@@ -226,8 +234,7 @@ impl EventLog {
             (seq, payload, budget)
         };
         budget.enforce();
-        self.publish(payload).await;
-        seq
+        (seq, payload)
     }
 
     /// A liveness beat: the last seq, not retained, not numbered.
@@ -245,7 +252,8 @@ impl EventLog {
             .await;
     }
 
-    async fn publish(&self, payload: Bytes) {
+    /// Publishes an event's JSON on the run's subject.
+    pub async fn publish(&self, payload: Bytes) {
         if let Err(e) = self
             .bus
             .publish(self.subject.clone(), Headers::new(), payload)

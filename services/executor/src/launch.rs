@@ -34,6 +34,8 @@ pub(crate) struct Launched {
     done: CancellationToken,
     stdin: mpsc::Receiver<Bytes>,
     abandoned: CancellationToken,
+    /// Who started it, when the finished run is to be kept on disk.
+    kept_for: Option<String>,
 }
 
 /// Subscribes everything the run needs before anyone is told it started:
@@ -89,17 +91,21 @@ pub(crate) async fn prepare(
         done,
         stdin,
         abandoned,
+        kept_for: None,
     }
 }
 
 impl Launched {
-    /// The run's event log (to keep it on disk once the run is over).
-    pub fn log(&self) -> EventLog {
-        self.log.clone()
+    /// Keeps the finished run on disk ([`crate::persist`]) under `owner`.
+    pub fn kept_for(mut self, owner: String) -> Self {
+        self.kept_for = Some(owner);
+        self
     }
 
     /// Runs `plan` in the sandbox: `start`, the output, then `release` (the
-    /// slot is free before anyone can see the end), then `exit`.
+    /// slot is free before anyone can see the end), then `exit`. A kept run
+    /// is on disk before its `exit` is published, so a client that saw the
+    /// end can replay it after an executor restart.
     pub async fn run<F, Fut>(self, node: &Node, sbx: &Hosted, plan: &RunPlan, release: F) -> Outcome
     where
         F: FnOnce(ExitReason) -> Fut,
@@ -111,6 +117,7 @@ impl Launched {
             done,
             stdin,
             abandoned,
+            kept_for,
         } = self;
         log.emit(EventKind::Start(StartData {
             invoke_id: id.clone(),
@@ -134,15 +141,25 @@ impl Launched {
         };
         let out = run(&node.runtime, &spec, stdin, &limits, &log, false).await;
         release(out.reason).await;
-        log.emit(EventKind::Exit(ExitData {
-            invoke_id: id,
+        let (_, exit) = log.record(EventKind::Exit(ExitData {
+            invoke_id: id.clone(),
             exit_code: out.exit_code,
             duration_ms: out.duration.as_millis() as u64,
             reason: out.reason,
             cause: out.cause.clone(),
             message: out.message.clone(),
-        }))
-        .await;
+        }));
+        if let Some(owner) = kept_for {
+            let header = crate::persist::Header {
+                invoke_id: id,
+                owner,
+                started_at: plan.started_at,
+                reason: out.reason,
+                ended_at: agenttier_bus::model::now_unix_ms(),
+            };
+            crate::persist::save(&sbx.dirs, header, &log).await;
+        }
+        log.publish(exit).await;
         done.cancel();
         out
     }

@@ -187,7 +187,9 @@ async fn invoke(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
         stdin: node.subjects.invoke_stdin(&id),
         attached: (!req.detach).then(|| node.subjects.invoke_attached(&id)),
     };
-    let launched = launch::prepare(&node, &id, subjects, first, total).await;
+    let launched = launch::prepare(&node, &id, subjects, first, total)
+        .await
+        .kept_for(req.caller.sub.clone());
 
     let accepted = InvokeAccepted {
         invoke_id: id.clone(),
@@ -206,7 +208,6 @@ async fn invoke(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
 
     tokio::spawn(async move {
         let handle = sbx.handle.clone();
-        let log = launched.log();
         let release = |reason| async move {
             let _ = handle
                 .ask(RunEnded {
@@ -216,14 +217,6 @@ async fn invoke(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
                 .await;
         };
         let out = launched.run(&node, &sbx, &plan, release).await;
-        let header = crate::persist::Header {
-            invoke_id: req.invoke_id.clone(),
-            owner: req.caller.sub.clone(),
-            started_at: plan.started_at,
-            reason: out.reason,
-            ended_at: agenttier_bus::model::now_unix_ms(),
-        };
-        crate::persist::save(&sbx.dirs, header, &log).await;
         let kind = match (out.reason, out.exit_code) {
             (ExitReason::Completed, 0) => "AgentInvokeCompleted",
             (ExitReason::Canceled, _) => "AgentInvokeCanceled",
