@@ -236,14 +236,21 @@ pub fn message_size(headers: &Headers, payload: &[u8]) -> usize {
 
 /// A subject to publish on: non-empty tokens, no wildcards, no whitespace.
 pub fn validate_subject(subject: &str, allow_wildcards: bool) -> Result<()> {
-    let tokens = subject.split('.').count();
-    let ok = !subject.is_empty()
-        && subject.split('.').enumerate().all(|(i, t)| {
-            let last = i == tokens - 1;
-            !t.is_empty()
-                && !t.contains(char::is_whitespace)
-                && (allow_wildcards && (t == "*" || (t == ">" && last)) || !t.contains(['*', '>']))
-        });
+    // One pass over the bytes: every publish checks its subject.
+    let space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\x0B' | b'\x0C' | b'\r');
+    let mut tokens = subject.split('.').peekable();
+    let mut ok = !subject.is_empty();
+    while ok && let Some(t) = tokens.next() {
+        ok = match t {
+            "" => false,
+            "*" => allow_wildcards,
+            ">" => allow_wildcards && tokens.peek().is_none(),
+            _ => {
+                !t.bytes().any(|b| b == b'*' || b == b'>' || space(b))
+                    && (t.is_ascii() || !t.contains(char::is_whitespace))
+            }
+        };
+    }
     if ok {
         Ok(())
     } else {
@@ -274,6 +281,16 @@ mod tests {
         assert!(validate_subject("a..b", false).is_err());
         assert!(validate_subject("a b", false).is_err());
         assert!(validate_subject("", false).is_err());
+        assert!(validate_subject("a.b.", false).is_err());
+        assert!(validate_subject(".a", false).is_err());
+        assert!(validate_subject("a.>", true).is_ok());
+        assert!(validate_subject("a.>", false).is_err());
+        assert!(validate_subject("a.b*.c", true).is_err());
+        assert!(validate_subject("a.b>", true).is_err());
+        assert!(validate_subject("a.\tb", false).is_err());
+        assert!(validate_subject("a.b\u{0B}", false).is_err());
+        assert!(validate_subject("a.b\u{2003}c", false).is_err());
+        assert!(validate_subject("a.é.c", false).is_ok());
     }
 
     #[test]

@@ -157,7 +157,7 @@ impl Launched {
                 reason: out.reason,
                 ended_at: agenttier_bus::model::now_unix_ms(),
             };
-            crate::persist::save(&sbx.dirs, header, &log).await;
+            crate::persist::save(&sbx.runs, header, &log).await;
         }
         log.publish(exit).await;
         done.cancel();

@@ -356,6 +356,7 @@ async fn reconcile(
     let hosted_sbx = Arc::new(Hosted {
         namespace: sbx.namespace.clone(),
         name: sbx.name.clone(),
+        runs: persist::Journal::new(&dirs),
         dirs,
         handle: Handle::new(addr),
         last_touch_ms: Default::default(),

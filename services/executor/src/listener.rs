@@ -32,6 +32,8 @@ pub struct Hosted {
     pub namespace: String,
     pub name: String,
     pub dirs: Dirs,
+    /// Where its finished invokes are kept ([`crate::persist`]).
+    pub runs: Arc<crate::persist::Journal>,
     pub handle: Handle,
     /// When `lastActivityAt` was last written (Unix ms).
     pub last_touch_ms: std::sync::atomic::AtomicU64,

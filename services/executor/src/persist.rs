@@ -3,14 +3,19 @@
 //! them).
 //!
 //! When an invoke ends, its newest retained events (up to 4 MiB of the JSON
-//! already published) are written to `<sandbox>/runs/<invokeId>.json` with
-//! who started it and how it ended; the file goes when the retention does. On hosting a
-//! sandbox the executor reloads the files still within their retention.
-//! Runs that were still going when the executor died are not on disk: they
-//! died with it, and their clients were told `executor_lost`.
+//! already published) are appended, with who started it and how it ended,
+//! as one line of `<sandbox>/runs/<minute>.ndjson`: one segment per minute
+//! of end time, removed whole once the retention of its last run is over.
+//! Appending to an open file costs a `write`; a file per run cost an inode
+//! (~0.3 ms of ext4 CPU on the path to every `exit`). On hosting a sandbox
+//! the executor reloads the runs still within their retention. Runs that
+//! were still going when the executor died are not on disk: they died with
+//! it, and their clients were told `executor_lost`.
 
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agenttier_bus::model::now_unix_ms;
@@ -26,8 +31,13 @@ use crate::state::Dirs;
 /// Event JSON kept on disk per run: the newest events (a resume after a
 /// restart gets a `gap` for anything older).
 const KEPT_BYTES: usize = 4 * 1024 * 1024;
+/// The span of end times one segment holds.
+const SEGMENT_MS: u64 = 60_000;
+/// Records up to this size are written on the caller's thread (a `write`
+/// to the page cache); bigger ones on the blocking pool.
+const INLINE_BYTES: usize = 64 * 1024;
 
-/// What the file says besides the events.
+/// What the record says besides the events.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Header {
@@ -47,37 +57,77 @@ struct Saved {
     replay: ReplayReply,
 }
 
-fn runs_dir(dirs: &Dirs) -> PathBuf {
-    dirs.root.join("runs")
+/// One sandbox's segments, and the one being appended to.
+#[derive(Debug)]
+pub struct Journal {
+    dir: PathBuf,
+    open: Mutex<Option<(u64, File)>>,
 }
 
-/// Writes the finished run's file (atomically) and removes it when the
-/// retention is over.
-pub async fn save(dirs: &Dirs, header: Header, log: &EventLog) {
-    let dir = runs_dir(dirs);
-    let path = dir.join(format!("{}.json", header.invoke_id));
-    let mut body = match serde_json::to_vec(&header) {
-        Ok(b) => b,
-        Err(_) => return,
-    };
-    // `{...header` + `,"replay":` + the dump + `}`: the events stay as published.
-    body.pop();
-    body.extend_from_slice(b",\"replay\":");
-    body.extend_from_slice(&log.dump(KEPT_BYTES));
-    body.push(b'}');
-    let target = path.clone();
-    let written = tokio::task::spawn_blocking(move || {
-        std::fs::create_dir_all(&dir)?;
-        let tmp = target.with_extension("json.tmp");
-        std::fs::write(&tmp, &body)?;
-        std::fs::rename(&tmp, &target)
-    })
-    .await;
-    if !matches!(written, Ok(Ok(()))) {
-        tracing::warn!(path = %path.display(), "could not keep a finished run on disk");
+impl Journal {
+    pub fn new(dirs: &Dirs) -> Arc<Self> {
+        Arc::new(Self {
+            dir: dirs.root.join("runs"),
+            open: Mutex::new(None),
+        })
+    }
+
+    fn segment_path(&self, segment: u64) -> PathBuf {
+        self.dir.join(format!("{segment}.ndjson"))
+    }
+
+    /// Appends one record to the segment of `ended_at`, opening it (and
+    /// scheduling its removal) when it is new.
+    fn append(&self, ended_at: u64, line: &[u8]) -> std::io::Result<()> {
+        let segment = ended_at / SEGMENT_MS;
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if open.as_ref().is_none_or(|(s, _)| *s != segment) {
+            std::fs::create_dir_all(&self.dir)?;
+            let path = self.segment_path(segment);
+            let file = File::options().create(true).append(true).open(&path)?;
+            remove_later(path, segment_left(segment));
+            *open = Some((segment, file));
+        }
+        let (_, file) = open.as_mut().expect("opened above");
+        // Each record starts a line of its own: one torn by a crash is
+        // skipped on reload without taking the next with it.
+        file.write_all(line)
+    }
+}
+
+/// How long the runs of `segment` stay retained from now.
+fn segment_left(segment: u64) -> Duration {
+    let last_end = (segment + 1) * SEGMENT_MS;
+    RETENTION.saturating_sub(Duration::from_millis(
+        now_unix_ms().saturating_sub(last_end),
+    ))
+}
+
+/// Appends the finished run to the sandbox's journal. Errors are logged:
+/// the run itself is over either way.
+pub async fn save(journal: &Arc<Journal>, header: Header, log: &EventLog) {
+    let mut line = b"\n".to_vec();
+    if serde_json::to_writer(&mut line, &header).is_err() {
         return;
     }
-    remove_later(path, RETENTION);
+    // `{...header` + `,"replay":` + the dump + `}`: the events stay as published.
+    line.pop();
+    line.extend_from_slice(b",\"replay\":");
+    line.extend_from_slice(&log.dump(KEPT_BYTES));
+    line.push(b'}');
+    let ended_at = header.ended_at;
+    let written = if line.len() <= INLINE_BYTES {
+        journal.append(ended_at, &line)
+    } else {
+        let journal = journal.clone();
+        tokio::task::spawn_blocking(move || journal.append(ended_at, &line))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    };
+    if let Err(e) = written {
+        tracing::warn!(error = %e, dir = %journal.dir.display(), invoke_id = %header.invoke_id,
+            "could not keep a finished run on disk");
+    }
 }
 
 fn remove_later(path: PathBuf, after: Duration) {
@@ -87,10 +137,25 @@ fn remove_later(path: PathBuf, after: Duration) {
     });
 }
 
+/// The records of one file: a segment's lines, or a whole file in the
+/// one-file-per-run layout of earlier versions.
+fn records(path: &Path, bytes: &[u8]) -> Vec<Saved> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("ndjson") => bytes
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .filter_map(|l| serde_json::from_slice(l).ok())
+            .collect(),
+        Some("json") => serde_json::from_slice(bytes).into_iter().collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// Reloads the sandbox's finished runs still within their retention: their
-/// replay is served again and the actor remembers them. Older files go.
+/// replay is served again and the actor remembers them. Files with nothing
+/// retained go.
 pub async fn restore(node: &Arc<Node>, sbx: &Arc<Hosted>) {
-    let dir = runs_dir(&sbx.dirs);
+    let dir = sbx.runs.dir.clone();
     let files = tokio::task::spawn_blocking(move || {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             return Vec::new();
@@ -105,20 +170,25 @@ pub async fn restore(node: &Arc<Node>, sbx: &Arc<Hosted>) {
     .unwrap_or_default();
     let mut saved_runs = Vec::new();
     for (bytes, path) in files {
-        match serde_json::from_slice::<Saved>(&bytes) {
-            Ok(s) if path.extension().is_some_and(|e| e == "json") => saved_runs.push((s, path)),
-            // A half-written temp file, or something unreadable.
-            _ => {
+        let runs = records(&path, &bytes);
+        let newest = runs.iter().map(|s| s.header.ended_at).max();
+        let left = newest.and_then(|end| {
+            RETENTION.checked_sub(Duration::from_millis(now_unix_ms().saturating_sub(end)))
+        });
+        match left {
+            Some(left) => remove_later(path, left),
+            // Nothing retained: unreadable, a half-written temp file, or old.
+            None => {
                 let _ = tokio::fs::remove_file(&path).await;
             }
         }
+        saved_runs.extend(runs);
     }
     // Oldest first, as the actor remembers them.
-    saved_runs.sort_by_key(|(s, _)| s.header.ended_at);
-    for (saved, path) in saved_runs {
+    saved_runs.sort_by_key(|s| s.header.ended_at);
+    for saved in saved_runs {
         let age = Duration::from_millis(now_unix_ms().saturating_sub(saved.header.ended_at));
         let Some(left) = RETENTION.checked_sub(age) else {
-            let _ = tokio::fs::remove_file(&path).await;
             continue;
         };
         let id = saved.header.invoke_id.clone();
@@ -147,6 +217,56 @@ pub async fn restore(node: &Arc<Node>, sbx: &Arc<Hosted>) {
                 age,
             })
             .await;
-        remove_later(path, left);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_torn_record_costs_only_itself() {
+        let good = |id: &str| {
+            format!(
+                "{{\"invokeId\":\"{id}\",\"owner\":\"u\",\"startedAt\":1,\"reason\":\"completed\",\
+                 \"endedAt\":2,\"replay\":{{\"events\":[],\"finished\":true,\"firstRetained\":1}}}}"
+            )
+        };
+        let torn = &good("inv-b")[..40];
+        let file = format!("\n{}\n{torn}\n{}", good("inv-a"), good("inv-c"));
+        let ids: Vec<_> = records(Path::new("7.ndjson"), file.as_bytes())
+            .into_iter()
+            .map(|s| s.header.invoke_id)
+            .collect();
+        assert_eq!(ids, ["inv-a", "inv-c"]);
+        let old = records(Path::new("inv-a.json"), good("inv-a").as_bytes());
+        assert_eq!(
+            old.len(),
+            1,
+            "one-file-per-run records of earlier versions load"
+        );
+        assert!(records(Path::new("inv-a.json.tmp"), good("inv-a").as_bytes()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn runs_of_one_minute_share_a_segment() {
+        let root = tempfile::tempdir().unwrap();
+        let journal = Journal::new(&Dirs {
+            root: root.path().to_path_buf(),
+        });
+        let minute = now_unix_ms() / SEGMENT_MS;
+        journal
+            .append(minute * SEGMENT_MS + 1, b"\n{\"a\":1}")
+            .unwrap();
+        journal
+            .append(minute * SEGMENT_MS + 2, b"\n{\"b\":2}")
+            .unwrap();
+        journal
+            .append((minute + 1) * SEGMENT_MS, b"\n{\"c\":3}")
+            .unwrap();
+        let first = std::fs::read_to_string(journal.segment_path(minute)).unwrap();
+        assert_eq!(first, "\n{\"a\":1}\n{\"b\":2}");
+        let next = std::fs::read_to_string(journal.segment_path(minute + 1)).unwrap();
+        assert_eq!(next, "\n{\"c\":3}");
     }
 }

@@ -50,22 +50,33 @@ const LIVE_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 /// (well under its 2 MiB flow-control window).
 const REPORT_BYTES: usize = 256 * 1024;
 
+/// What one held live event is charged besides its payload (the message,
+/// its subject and the channel slot), so that a stream of tiny events is
+/// bounded by memory like one of big ones.
+const HELD_OVERHEAD: usize = 128;
+
 /// The live events of a relay, read eagerly from the bus into a buffer of
-/// at most `max_bytes` payload bytes. What does not fit is dropped (the
-/// relay's sequencer sees the hole and replays it), so the bus never queues
-/// for a slow client.
+/// at most `max_bytes` (payloads plus [`HELD_OVERHEAD`] each). What does not
+/// fit is dropped (the relay's sequencer sees the hole and replays it), so
+/// the bus never queues for a slow client. The bound is in bytes only: the
+/// executor's flow-control window is in bytes too, and a count limit below
+/// it dropped events of small lines that the window had let through.
 struct Feed {
-    rx: mpsc::Receiver<Message>,
+    rx: mpsc::UnboundedReceiver<Message>,
     held: Arc<std::sync::atomic::AtomicUsize>,
     /// Signaled when a live event was dropped.
     dropped: Arc<Notify>,
+}
+
+fn held_size(m: &Message) -> usize {
+    m.payload.len() + HELD_OVERHEAD
 }
 
 impl Feed {
     async fn next(&mut self) -> Option<Message> {
         let m = self.rx.recv().await?;
         self.held
-            .fetch_sub(m.payload.len(), std::sync::atomic::Ordering::Relaxed);
+            .fetch_sub(held_size(&m), std::sync::atomic::Ordering::Relaxed);
         Some(m)
     }
 }
@@ -73,7 +84,7 @@ impl Feed {
 fn bounded_feed(mut sub: Subscription, max_bytes: usize) -> Feed {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let held = Arc::new(AtomicUsize::new(0));
-    let (tx, rx) = mpsc::channel::<Message>(16 * 1024);
+    let (tx, rx) = mpsc::unbounded_channel::<Message>();
     let counter = held.clone();
     let dropped_signal = Arc::new(Notify::new());
     let signal = dropped_signal.clone();
@@ -85,18 +96,15 @@ fn bounded_feed(mut sub: Subscription, max_bytes: usize) -> Feed {
                 _ = tx.closed() => None,
             };
             let Some(m) = m else { break };
-            let n = m.payload.len();
+            let n = held_size(&m);
             if counter.load(Ordering::Relaxed) + n > max_bytes {
                 dropped += 1;
                 signal.notify_one();
                 continue;
             }
             counter.fetch_add(n, Ordering::Relaxed);
-            if let Err(e) = tx.try_send(m) {
-                let (mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m)) = e;
-                counter.fetch_sub(m.payload.len(), Ordering::Relaxed);
-                dropped += 1;
-                signal.notify_one();
+            if tx.send(m).is_err() {
+                break;
             }
         }
         if dropped > 0 {
@@ -171,17 +179,37 @@ pub(crate) enum ReplayError {
 }
 
 fn decode_replay(msg: &Message) -> Result<ReplayReply, ReplayError> {
-    let v: serde_json::Value = msg.json().map_err(ReplayError::Bus)?;
-    let parsed = if let Some(r) = v.get("rejected") {
-        return Err(serde_json::from_value(r.clone())
-            .map(ReplayError::Rejected)
-            .unwrap_or_else(|e| ReplayError::Bus(e.into())));
-    } else if let Some(ok) = v.get("ok") {
-        serde_json::from_value(ok.clone())
-    } else {
-        serde_json::from_value(v)
-    };
-    parsed.map_err(|e| ReplayError::Bus(e.into()))
+    /// Any of the three shapes, decoded in one pass (a `Value` tree first
+    /// cost more than the events themselves on a catch-up).
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Wire {
+        rejected: Option<Rejection>,
+        ok: Option<ReplayReply>,
+        events: Option<Vec<Event>>,
+        finished: Option<bool>,
+        first_retained: Option<u64>,
+    }
+    let w: Wire = msg.json().map_err(ReplayError::Bus)?;
+    match w {
+        Wire {
+            rejected: Some(r), ..
+        } => Err(ReplayError::Rejected(r)),
+        Wire { ok: Some(ok), .. } => Ok(ok),
+        Wire {
+            events: Some(events),
+            finished: Some(finished),
+            first_retained: Some(first_retained),
+            ..
+        } => Ok(ReplayReply {
+            events,
+            finished,
+            first_retained,
+        }),
+        _ => Err(ReplayError::Bus(agenttier_bus::Error::Decode(
+            serde::de::Error::custom("a replay reply without events, ok or rejected"),
+        ))),
+    }
 }
 
 impl Relay {

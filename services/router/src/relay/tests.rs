@@ -353,3 +353,23 @@ async fn a_client_that_stops_reading_stays_attached_and_deliveries_are_reported(
     .await;
     assert!(caught_up.is_ok(), "the report followed the reading");
 }
+
+#[tokio::test]
+async fn many_small_events_within_the_byte_bound_are_held_not_dropped() {
+    let bus = memory::Bus::new();
+    // No replay served: a dropped event could only come back as a gap.
+    let mut all: Vec<Event> = (1..=20_000).map(log).collect();
+    all.push(exit(20_001));
+    let (rx, _token) = start(&bus, Duration::from_secs(30)).await;
+    // ~3.8 MiB as held (payload + overhead) while the client reads nothing:
+    // more events than the feed's count limit used to be (16,384), fewer
+    // bytes than its bound.
+    for e in &all {
+        publish(&bus, e).await;
+    }
+    // The client starts reading only once the feed has taken everything.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = drain(rx).await;
+    assert_eq!(got.len(), all.len(), "nothing dropped, nothing missing");
+    assert_eq!(got, all);
+}
