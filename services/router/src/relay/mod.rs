@@ -269,7 +269,10 @@ impl Report {
         stop: CancellationToken,
     ) {
         use std::sync::atomic::Ordering;
-        let mut tick = tokio::time::interval(interval);
+        // The executor counts a run as attached from its start: the first
+        // report is due one interval in (most invokes are over by then, and
+        // an immediate one was a bus message per invoke for nothing).
+        let mut tick = tokio::time::interval_at(Instant::now() + interval, interval);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tokio::select! {
