@@ -103,7 +103,8 @@ impl Launched {
     }
 
     /// Runs `plan` in the sandbox: `start`, the output, then `release` (the
-    /// slot is free before anyone can see the end), then `exit`. A kept run
+    /// slot is free, or its release queued ahead of anything a client can
+    /// send, before anyone can see the end), then `exit`. A kept run
     /// is on disk before its `exit` is published, so a client that saw the
     /// end can replay it after an executor restart.
     pub async fn run<F, Fut>(self, node: &Node, sbx: &Hosted, plan: &RunPlan, release: F) -> Outcome

@@ -210,13 +210,15 @@ async fn invoke(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
 
     tokio::spawn(async move {
         let handle = sbx.handle.clone();
+        // Queued, not awaited: the actor's mailbox is FIFO, so anything a
+        // client sends after seeing the `exit` (a new invoke, a list)
+        // reaches the actor after the slot is free, without a round trip
+        // to the actor's thread before every `exit`.
         let release = |reason| async move {
-            let _ = handle
-                .ask(RunEnded {
-                    invoke_id: id.clone(),
-                    reason,
-                })
-                .await;
+            handle.tell(RunEnded {
+                invoke_id: id.clone(),
+                reason,
+            });
         };
         let out = launched.run(&node, &sbx, &plan, release).await;
         let kind = match (out.reason, out.exit_code) {
