@@ -6,8 +6,8 @@
 //! already published) are appended, with who started it and how it ended,
 //! as one line of `<sandbox>/runs/<minute>.ndjson`: one segment per minute
 //! of end time, removed whole once the retention of its last run is over.
-//! Appending to an open file costs a `write`; a file per run cost an inode
-//! (~0.3 ms of ext4 CPU on the path to every `exit`). On hosting a sandbox
+//! Appending to an existing file costs an `open` and a `write`; a file per
+//! run cost an inode (~0.3 ms of ext4 CPU on the path to every `exit`). On hosting a sandbox
 //! the executor reloads the runs still within their retention. Runs that
 //! were still going when the executor died are not on disk: they died with
 //! it, and their clients were told `executor_lost`.
@@ -57,18 +57,20 @@ struct Saved {
     replay: ReplayReply,
 }
 
-/// One sandbox's segments, and the one being appended to.
+/// One sandbox's segments, and the newest one written to. Each append opens
+/// the segment and closes it again: an executor hosting thousands of
+/// sandboxes must not hold a descriptor for each.
 #[derive(Debug)]
 pub struct Journal {
     dir: PathBuf,
-    open: Mutex<Option<(u64, File)>>,
+    newest: Mutex<Option<u64>>,
 }
 
 impl Journal {
     pub fn new(dirs: &Dirs) -> Arc<Self> {
         Arc::new(Self {
             dir: dirs.root.join("runs"),
-            open: Mutex::new(None),
+            newest: Mutex::new(None),
         })
     }
 
@@ -76,22 +78,27 @@ impl Journal {
         self.dir.join(format!("{segment}.ndjson"))
     }
 
-    /// Appends one record to the segment of `ended_at`, opening it (and
-    /// scheduling its removal) when it is new.
+    /// Appends one record to the segment of `ended_at`, scheduling the
+    /// segment's removal when this process first writes to it.
     fn append(&self, ended_at: u64, line: &[u8]) -> std::io::Result<()> {
         let segment = ended_at / SEGMENT_MS;
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        if open.as_ref().is_none_or(|(s, _)| *s != segment) {
+        // Held across the write: records never interleave.
+        let mut newest = self.newest.lock().unwrap_or_else(|p| p.into_inner());
+        let path = self.segment_path(segment);
+        if *newest != Some(segment) {
             std::fs::create_dir_all(&self.dir)?;
-            let path = self.segment_path(segment);
-            let file = File::options().create(true).append(true).open(&path)?;
-            remove_later(path, segment_left(segment));
-            *open = Some((segment, file));
         }
-        let (_, file) = open.as_mut().expect("opened above");
+        let mut file = File::options().create(true).append(true).open(&path)?;
         // Each record starts a line of its own: one torn by a crash is
         // skipped on reload without taking the next with it.
-        file.write_all(line)
+        file.write_all(line)?;
+        if *newest != Some(segment) {
+            // A record of an older minute, written late, schedules that
+            // segment's removal again: a second timer is harmless.
+            remove_later(path, segment_left(segment));
+            *newest = Some(newest.map_or(segment, |n| n.max(segment)));
+        }
+        Ok(())
     }
 }
 
