@@ -102,12 +102,13 @@ impl Journal {
     }
 }
 
-/// How long the runs of `segment` stay retained from now.
+/// How long the runs of `segment` stay retained from now: until the
+/// retention of a run that ended at the very end of its minute is over.
 fn segment_left(segment: u64) -> Duration {
-    let last_end = (segment + 1) * SEGMENT_MS;
-    RETENTION.saturating_sub(Duration::from_millis(
-        now_unix_ms().saturating_sub(last_end),
-    ))
+    let last_end = segment.saturating_add(1).saturating_mul(SEGMENT_MS);
+    let expires = last_end.saturating_add(RETENTION.as_millis() as u64);
+    Duration::from_millis(expires.saturating_sub(now_unix_ms()))
+        .min(RETENTION + Duration::from_millis(SEGMENT_MS))
 }
 
 /// Appends the finished run to the sandbox's journal. Errors are logged:
@@ -179,8 +180,16 @@ pub async fn restore(node: &Arc<Node>, sbx: &Arc<Hosted>) {
     for (bytes, path) in files {
         let runs = records(&path, &bytes);
         let newest = runs.iter().map(|s| s.header.ended_at).max();
-        let left = newest.and_then(|end| {
-            RETENTION.checked_sub(Duration::from_millis(now_unix_ms().saturating_sub(end)))
+        // A segment goes with the end of its minute (this process may still
+        // append to it); a file of the older layout with its one run.
+        let segment = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.parse::<u64>().ok())
+            .filter(|_| path.extension().is_some_and(|e| e == "ndjson"));
+        let left = newest.and_then(|end| match segment {
+            Some(segment) => Some(segment_left(segment)).filter(|l| !l.is_zero()),
+            None => RETENTION.checked_sub(Duration::from_millis(now_unix_ms().saturating_sub(end))),
         });
         match left {
             Some(left) => remove_later(path, left),
@@ -253,6 +262,21 @@ mod tests {
             "one-file-per-run records of earlier versions load"
         );
         assert!(records(Path::new("inv-a.json.tmp"), good("inv-a").as_bytes()).is_empty());
+    }
+
+    #[test]
+    fn a_segment_is_kept_until_the_retention_of_its_last_minute_is_over() {
+        let now = now_unix_ms() / SEGMENT_MS;
+        let current = segment_left(now);
+        assert!(current >= RETENTION && current <= RETENTION + Duration::from_secs(60));
+        let previous = segment_left(now - 1);
+        assert!(previous > RETENTION - Duration::from_secs(60) && previous <= RETENTION);
+        assert_eq!(segment_left(now - 12), Duration::ZERO, "long over");
+        assert_eq!(
+            segment_left(u64::MAX),
+            RETENTION + Duration::from_secs(60),
+            "a nonsense name neither overflows nor outlives a real minute"
+        );
     }
 
     #[tokio::test]
