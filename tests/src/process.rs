@@ -393,6 +393,16 @@ macro_rules! e2e_scenarios {
     )*};
 }
 
+/// Waits up to `timeout` for every host process whose command line contains
+/// `marker` to be gone; returns those still there (empty: all gone).
+pub async fn left_after(marker: &str, timeout: std::time::Duration) -> Vec<(u32, String)> {
+    if crate::wait_for(timeout, || async { processes_with(marker).is_empty() }).await {
+        Vec::new()
+    } else {
+        processes_with(marker)
+    }
+}
+
 /// Host processes whose command line contains `marker` (pid, command line).
 /// Sandboxed processes are visible here too: their PID namespace is a child
 /// of the host's.

@@ -5,8 +5,7 @@
 use std::time::Duration;
 
 use agenttier_tests::client::router_pair;
-use agenttier_tests::process::{System, processes_with};
-use agenttier_tests::wait_for;
+use agenttier_tests::process::{System, left_after, processes_with};
 use serde_json::json;
 
 agenttier_tests::e2e_scenarios!(
@@ -87,14 +86,10 @@ async fn cancel_from_other_router_ends_stream_with_canceled_and_kills_the_tree(
             stream.seen
         );
 
-        let gone = wait_for(Duration::from_secs(3), || async {
-            processes_with(&marker).is_empty()
-        })
-        .await;
+        let left = left_after(&marker, Duration::from_secs(3)).await;
         assert!(
-            gone,
-            "processes of the canceled run still alive: {:?}",
-            processes_with(&marker)
+            left.is_empty(),
+            "processes of the canceled run still alive: {left:?}"
         );
     }
 

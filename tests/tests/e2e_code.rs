@@ -7,7 +7,7 @@ use std::io::Read as _;
 use std::time::Duration;
 
 use agenttier_tests::client::{finish, router_pair};
-use agenttier_tests::process::{System, processes_with};
+use agenttier_tests::process::{System, left_after, processes_with};
 use agenttier_tests::wait_for;
 use serde_json::{Value, json};
 
@@ -190,14 +190,8 @@ async fn exec_check_order_and_process_trees(sys: &mut dyn System) {
     assert_eq!(r.body["timedOut"], true, "{:?}", r.body);
     assert_eq!(r.body["exitCode"], -1);
     assert_eq!(r.body["stdout"], "");
-    assert!(
-        wait_for(Duration::from_secs(5), || async {
-            processes_with(marker).is_empty()
-        })
-        .await,
-        "left behind: {:?}",
-        processes_with(marker)
-    );
+    let left = left_after(marker, Duration::from_secs(5)).await;
+    assert!(left.is_empty(), "left behind: {left:?}");
 
     // Stop kills a running exec (its stream ends canceled), then 409 — before
     // the body is even looked at.
@@ -213,14 +207,8 @@ async fn exec_check_order_and_process_trees(sys: &mut dyn System) {
     c.stop("ord-stop").await.expect(200);
     let exit = s.until("exit").await;
     assert_eq!(exit.data["reason"], "canceled", "{exit:?}");
-    assert!(
-        wait_for(Duration::from_secs(15), || async {
-            processes_with(marker).is_empty()
-        })
-        .await,
-        "left behind: {:?}",
-        processes_with(marker)
-    );
+    let left = left_after(marker, Duration::from_secs(15)).await;
+    assert!(left.is_empty(), "left behind: {left:?}");
     c.wait_status("ord-stop", "Stopped").await;
     for body in [good.clone(), json!({"command": 7})] {
         let r = c.exec("ord-stop", &body).await;
@@ -242,14 +230,8 @@ async fn exec_check_order_and_process_trees(sys: &mut dyn System) {
     s.until("log").await;
     c.delete("ord-run").await.expect(204);
     assert_eq!(s.until("exit").await.data["reason"], "canceled");
-    assert!(
-        wait_for(Duration::from_secs(15), || async {
-            processes_with(marker).is_empty()
-        })
-        .await,
-        "left behind: {:?}",
-        processes_with(marker)
-    );
+    let left = left_after(marker, Duration::from_secs(15)).await;
+    assert!(left.is_empty(), "left behind: {left:?}");
 }
 
 /// The names in a listing.
@@ -627,14 +609,8 @@ async fn terminal_runs_a_shell_on_a_pty(sys: &mut dyn System) {
         "the sleep runs"
     );
     drop(ws);
-    assert!(
-        wait_for(Duration::from_secs(10), || async {
-            processes_with(marker).is_empty()
-        })
-        .await,
-        "left behind: {:?}",
-        processes_with(marker)
-    );
+    let left = left_after(marker, Duration::from_secs(10)).await;
+    assert!(left.is_empty(), "left behind: {left:?}");
 
     // Stop ends an open session; a stopped sandbox has no terminal.
     let mut ws = open_terminal(a.base(), &key, "term", "")

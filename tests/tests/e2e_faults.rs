@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use agenttier_tests::client::{Client, finish, wait_ready};
-use agenttier_tests::process::{Distributed, System, processes_with};
+use agenttier_tests::process::{Distributed, System, left_after};
 use agenttier_tests::wait_for;
 use serde_json::{Value, json};
 
@@ -109,14 +109,8 @@ async fn abandoned_runs_are_canceled_after_the_grace_unless_detached(sys: &mut d
         (exit.data["reason"].as_str(), exit.data["cause"].as_str()),
         (Some("canceled"), Some("client_gone"))
     );
-    assert!(
-        wait_for(Duration::from_secs(3), || async {
-            processes_with(&mark).is_empty()
-        })
-        .await,
-        "left behind: {:?}",
-        processes_with(&mark)
-    );
+    let left = left_after(&mark, Duration::from_secs(3)).await;
+    assert!(left.is_empty(), "left behind: {left:?}");
 
     // Detached: it outlives its client.
     let mut s = c
@@ -265,13 +259,10 @@ async fn executor_killed_mid_run_ends_the_stream_with_executor_lost() {
             "executor_lost after {took:?}"
         );
         assert!(s.next().await.is_none(), "the stream ends after exit");
+        let left = left_after(&mark, Duration::from_secs(2)).await;
         assert!(
-            wait_for(Duration::from_secs(2), || async {
-                processes_with(&mark).is_empty()
-            })
-            .await,
-            "sandbox processes outlived their executor: {:?}",
-            processes_with(&mark)
+            left.is_empty(),
+            "sandbox processes outlived their executor: {left:?}"
         );
 
         // Back on its data directory: admitted again (the old run is not rerun).

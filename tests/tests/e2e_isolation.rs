@@ -4,8 +4,7 @@
 //! private `/tmp`). None succeeds; the limits end the run with their cause.
 
 use agenttier_tests::client::{Client, Finished};
-use agenttier_tests::process::{System, processes_with};
-use agenttier_tests::wait_for;
+use agenttier_tests::process::{System, left_after};
 use serde_json::json;
 
 agenttier_tests::e2e_scenarios!(probes_from_inside_a_sandbox_all_fail);
@@ -85,14 +84,8 @@ print("processes", "SUCCEEDED" if len(pids) > 10 else "blocked", len(pids))
         "{:?}",
         run.events.last()
     );
-    assert!(
-        wait_for(std::time::Duration::from_secs(5), || async {
-            processes_with(&mark).is_empty()
-        })
-        .await,
-        "fork bomb processes left: {}",
-        processes_with(&mark).len()
-    );
+    let left = left_after(&mark, std::time::Duration::from_secs(5)).await;
+    assert!(left.is_empty(), "fork bomb processes left: {}", left.len());
 
     // 2 GiB of memory: stopped by the memory cap (1 GiB by default).
     let run = run_script(&c, "iso-a", "x = b'x' * (2 << 30)\nprint('allocated')\n").await;
