@@ -86,6 +86,7 @@ conformance!(
     create_after_delete_succeeds,
     list_returns_live_keys_under_prefix_sorted,
     watch_sends_current_entries_then_changes_under_prefix_in_order,
+    watch_of_an_empty_prefix_is_synced_at_once,
     modify_under_concurrent_writers_loses_no_update,
     invalid_keys_and_prefixes_are_rejected,
     revisions_strictly_increase_per_key,
@@ -241,6 +242,23 @@ async fn list_returns_live_keys_under_prefix_sorted(s: Arc<dyn Store>) {
     }
 }
 
+async fn watch_of_an_empty_prefix_is_synced_at_once(s: Arc<dyn Store>) {
+    s.put("e.other.1", b("not under the prefix")).await.unwrap();
+    let mut w = s.watch("e.x.").await.unwrap();
+    assert_eq!(next_event(&mut w).await, WatchEvent::Synced);
+    let rev = s.put("e.x.1", b("one")).await.unwrap();
+    assert_eq!(
+        next_event(&mut w).await,
+        WatchEvent::Put {
+            key: "e.x.1".into(),
+            entry: Entry {
+                value: b("one"),
+                revision: rev,
+            },
+        }
+    );
+}
+
 async fn watch_sends_current_entries_then_changes_under_prefix_in_order(s: Arc<dyn Store>) {
     let r1 = s.put("w.x.1", b("one")).await.unwrap();
     let r2 = s.put("w.x.2", b("two")).await.unwrap();
@@ -275,6 +293,11 @@ async fn watch_sends_current_entries_then_changes_under_prefix_in_order(s: Arc<d
         ),
     ]);
     assert_eq!(initial, want);
+    assert_eq!(
+        next_event(&mut w).await,
+        WatchEvent::Synced,
+        "the snapshot ends with Synced"
+    );
 
     let r3 = s.put("w.x.3", b("three")).await.unwrap();
     let r4 = s.update("w.x.1", b("one again"), r1).await.unwrap();

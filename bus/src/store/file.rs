@@ -200,6 +200,7 @@ impl Store for FileStore {
                 for (key, entry) in Self::scan(inner, &prefix)? {
                     let _ = tx.send(WatchEvent::Put { key, entry });
                 }
+                let _ = tx.send(WatchEvent::Synced);
                 watchers.push((prefix, tx));
                 Ok(rx)
             })

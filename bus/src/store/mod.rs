@@ -56,8 +56,16 @@ impl Entry {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WatchEvent {
-    Put { key: String, entry: Entry },
-    Delete { key: String },
+    Put {
+        key: String,
+        entry: Entry,
+    },
+    Delete {
+        key: String,
+    },
+    /// Sent once, after the entries that were current when the watch began:
+    /// from here on the watcher's view is the store's, each change later.
+    Synced,
 }
 
 #[async_trait::async_trait]
@@ -80,7 +88,8 @@ pub trait Store: Send + Sync + 'static {
     /// Removes `key`; removing a missing key is not an error.
     async fn delete(&self, key: &str) -> Result<()>;
 
-    /// The current entries under `prefix` (as `Put`), then every change after.
+    /// The current entries under `prefix` (as `Put`), then [`WatchEvent::Synced`],
+    /// then every change after, in revision order.
     async fn watch(&self, prefix: &str) -> Result<BoxStream<'static, WatchEvent>>;
 }
 

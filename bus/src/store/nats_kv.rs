@@ -6,6 +6,8 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 
+use async_nats::jetstream::consumer::push;
+use async_nats::jetstream::consumer::{DeliverPolicy, ReplayPolicy};
 use async_nats::jetstream::kv;
 
 use super::{Entry, Error, Result, Store, WatchEvent, validate_key, validate_prefix};
@@ -16,6 +18,7 @@ const LIST_CONCURRENCY: usize = 32;
 #[derive(Clone)]
 pub struct NatsKvStore {
     kv: kv::Store,
+    client: async_nats::Client,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> Error {
@@ -25,7 +28,7 @@ fn unavailable(e: impl std::fmt::Display) -> Error {
 impl NatsKvStore {
     /// Opens the bucket, creating it if needed.
     pub async fn open(client: async_nats::Client, bucket: &str) -> Result<Self> {
-        let js = async_nats::jetstream::new(client);
+        let js = async_nats::jetstream::new(client.clone());
         let kv = match js.get_key_value(bucket).await {
             Ok(kv) => kv,
             Err(_) => js
@@ -37,12 +40,19 @@ impl NatsKvStore {
                 .await
                 .map_err(unavailable)?,
         };
-        Ok(Self { kv })
+        Ok(Self { kv, client })
     }
 }
 
 fn is_live(op: kv::Operation) -> bool {
     matches!(op, kv::Operation::Put)
+}
+
+/// A delete or purge marker, as KV writes them (`KV-Operation: DEL|PURGE`).
+fn is_delete(headers: Option<&async_nats::HeaderMap>) -> bool {
+    headers
+        .and_then(|h| h.get("KV-Operation"))
+        .is_some_and(|op| op.as_str() != "PUT")
 }
 
 #[async_trait::async_trait]
@@ -129,38 +139,70 @@ impl Store for NatsKvStore {
 
     async fn watch(&self, prefix: &str) -> Result<BoxStream<'static, WatchEvent>> {
         validate_prefix(prefix)?;
-        let filter = if prefix.is_empty() {
-            ">".to_string()
-        } else {
-            format!("{prefix}>")
-        };
-        let w = self
+        // The consumer async-nats's `watch_with_history` makes (an ordered
+        // push consumer, last message per key), read here so the count of
+        // pending messages at its creation says when the snapshot is over:
+        // `Watch` keeps that to itself, and an empty prefix sends nothing.
+        let consumer = self
             .kv
-            .watch_with_history(filter)
+            .stream
+            .create_consumer(push::OrderedConfig {
+                deliver_subject: self.client.new_inbox(),
+                description: Some("agenttier store watch".to_string()),
+                filter_subject: format!("{}{prefix}>", self.kv.prefix),
+                deliver_policy: DeliverPolicy::LastPerSubject,
+                replay_policy: ReplayPolicy::Instant,
+                ..Default::default()
+            })
             .await
             .map_err(unavailable)?;
+        let synced_at_start = consumer.cached_info().num_pending == 0;
+        let mut synced = synced_at_start;
+        let messages = consumer.messages().await.map_err(unavailable)?;
+        let key_prefix = self.kv.prefix.clone();
         // JetStream keeps delete markers, and deleting a missing key writes
         // one: pass on a delete only for a key this watch has shown as put, so
         // the first events are the live entries, as the trait says.
         let mut live = HashSet::new();
-        Ok(w.filter_map(move |e| {
-            let event = e.ok().and_then(|e| {
-                if is_live(e.operation) {
-                    live.insert(e.key.clone());
-                    Some(WatchEvent::Put {
-                        key: e.key,
-                        entry: Entry {
-                            value: e.value,
-                            revision: e.revision,
-                        },
-                    })
-                } else {
-                    live.remove(&e.key)
-                        .then_some(WatchEvent::Delete { key: e.key })
+        let events = messages.flat_map(move |m| {
+            let mut out = Vec::with_capacity(2);
+            match m {
+                Ok(m) => {
+                    let info = m.info().ok().map(|i| (i.stream_sequence, i.pending));
+                    let key = m
+                        .subject
+                        .strip_prefix(key_prefix.as_str())
+                        .map(str::to_string);
+                    if let (Some((revision, pending)), Some(key)) = (info, key) {
+                        if is_delete(m.headers.as_ref()) {
+                            if live.remove(&key) {
+                                out.push(WatchEvent::Delete { key });
+                            }
+                        } else {
+                            live.insert(key.clone());
+                            let entry = Entry {
+                                value: m.payload.clone(),
+                                revision,
+                            };
+                            out.push(WatchEvent::Put { key, entry });
+                        }
+                        if !synced && pending == 0 {
+                            synced = true;
+                            out.push(WatchEvent::Synced);
+                        }
+                    }
                 }
-            });
-            futures::future::ready(event)
-        })
-        .boxed())
+                // The ordered consumer recreates itself after a gap or a
+                // reconnect and goes on from the last message it delivered.
+                Err(e) => tracing::debug!(error = %e, "store watch"),
+            }
+            futures::stream::iter(out)
+        });
+        let first = if synced_at_start {
+            vec![WatchEvent::Synced]
+        } else {
+            Vec::new()
+        };
+        Ok(futures::stream::iter(first).chain(events).boxed())
     }
 }

@@ -83,6 +83,7 @@ pub async fn run(
                     }
                 }
                 Some(WatchEvent::Delete { key }) => { view.sandboxes.remove(&key); }
+                Some(WatchEvent::Synced) => {}
                 None => {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     watch = store.watch(Sandbox::KEY_PREFIX).await?;

@@ -236,6 +236,7 @@ pub async fn run(
                     Ok(sbx) => reconcile(&node, &actors, &mut hosted, sbx).await,
                     Err(e) => tracing::warn!(error = %e, "skipping unreadable record"),
                 },
+                Some(WatchEvent::Synced) => {}
                 Some(WatchEvent::Delete { key }) => {
                     if let Some(e) = hosted.remove(&key) {
                         e.stop.cancel();

@@ -45,9 +45,20 @@ pub(crate) async fn ask<Req: Serialize, T: DeserializeOwned>(
         return Err(ApiError::Rejected(Rejection::wrong_mode(verb.as_str())));
     }
     let subject = ctx.subjects.sandbox(&sbx.namespace, &sbx.name, verb);
-    let reply: Reply<T> = request_json(ctx.bus.as_ref(), subject, req, ctx.config.request_timeout)
-        .await
-        .map_err(|e| bus_error(e, sbx, serving))?;
+    let reply: Reply<T> =
+        match request_json(ctx.bus.as_ref(), subject, req, ctx.config.request_timeout).await {
+            Ok(reply) => reply,
+            Err(e @ agenttier_bus::Error::NoResponders) => {
+                // What that means depends on the phase: the record as the
+                // store has it now, not this router's copy, says which.
+                let key = Sandbox::key(&sbx.namespace, &sbx.name);
+                return Err(match ctx.records.fresh(&key).await? {
+                    Some(now) => bus_error(e, &now, serving),
+                    None => ApiError::sandbox_not_found(),
+                });
+            }
+            Err(e) => return Err(bus_error(e, sbx, serving)),
+        };
     match reply {
         Reply::Ok(t) => Ok(t),
         Reply::Rejected(r) => Err(ApiError::Rejected(r)),

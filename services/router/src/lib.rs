@@ -19,6 +19,7 @@ mod error;
 mod files;
 mod invoke;
 mod keys;
+mod records;
 mod relay;
 mod resolve;
 mod sandboxes;
@@ -95,6 +96,7 @@ pub(crate) struct Ctx(Arc<Inner>);
 pub(crate) struct Inner {
     pub app: AppState,
     pub keys: auth::KeyCache,
+    pub records: records::Records,
     /// Fires on shutdown; every SSE stream ends on it.
     pub shutdown: CancellationToken,
 }
@@ -124,6 +126,7 @@ pub fn app(state: AppState) -> Router {
 fn routes(state: AppState, shutdown: CancellationToken) -> Router {
     let ctx = Ctx(Arc::new(Inner {
         keys: auth::KeyCache::new(state.config.key_cache_ttl),
+        records: records::Records::start(state.store.clone()),
         app: state,
         shutdown,
     }));

@@ -7,8 +7,9 @@
 
 use serde::Deserialize;
 
+use std::sync::Arc;
+
 use agenttier_bus::model::{Principal, Sandbox, is_dns_label};
-use agenttier_bus::store::get_json;
 
 use crate::{ApiError, Ctx};
 
@@ -30,22 +31,22 @@ pub(crate) fn check_namespace(ns: &str) -> Result<(), ApiError> {
     }
 }
 
-/// Finds the sandbox `name` the caller means.
+/// Finds the sandbox `name` the caller means (in the router's copy of the
+/// records, see [`crate::records`]).
 pub(crate) async fn resolve(
     ctx: &Ctx,
     caller: &Principal,
     name: &str,
     namespace: Option<&str>,
-) -> Result<Sandbox, ApiError> {
+) -> Result<Arc<Sandbox>, ApiError> {
     if let Some(ns) = namespace {
         check_namespace(ns)?;
     }
     if !is_dns_label(name) {
         return Err(ApiError::sandbox_not_found());
     }
-    let store = ctx.store.as_ref();
     let first_ns = namespace.unwrap_or(DEFAULT_NAMESPACE);
-    if let Some((s, _)) = get_json::<Sandbox>(store, &Sandbox::key(first_ns, name)).await?
+    if let Some(s) = ctx.records.get(&Sandbox::key(first_ns, name)).await?
         && caller.may_access(&s.created_by.sub)
     {
         return Ok(s);
@@ -53,28 +54,34 @@ pub(crate) async fn resolve(
     if namespace.is_some() {
         return Err(ApiError::sandbox_not_found());
     }
-    let mut candidates = Vec::new();
-    for (key, entry) in store.list(Sandbox::KEY_PREFIX).await? {
-        // Cheap filter on the key before decoding: `sandboxes.<ns>.<name>`.
-        if !key.ends_with(&format!(".{name}")) {
-            continue;
+    let candidates = ctx.records.list(Sandbox::KEY_PREFIX).await?;
+    match pick(candidates, caller, name) {
+        // Not in this router's copy (yet): ask the store.
+        Err(ApiError::NotFound(_)) => {
+            let mut fresh = Vec::new();
+            for (key, entry) in ctx.store.list(Sandbox::KEY_PREFIX).await? {
+                // Cheap filter on the key before decoding: `sandboxes.<ns>.<name>`.
+                if key.strip_suffix(name).is_some_and(|k| k.ends_with('.')) {
+                    match entry.decode::<Sandbox>(&key) {
+                        Ok(s) => fresh.push(Arc::new(s)),
+                        Err(e) => tracing::warn!(error = %e, "skipping unreadable sandbox record"),
+                    }
+                }
+            }
+            pick(fresh, caller, name)
         }
-        match entry.decode::<Sandbox>(&key) {
-            Ok(s) => candidates.push(s),
-            Err(e) => tracing::warn!(error = %e, "skipping unreadable sandbox record"),
-        }
+        found => found,
     }
-    pick(candidates, caller, name)
 }
 
 /// The rule for a name given without a namespace, over every record named
 /// `name` outside `default`.
 pub(crate) fn pick(
-    candidates: Vec<Sandbox>,
+    candidates: Vec<Arc<Sandbox>>,
     caller: &Principal,
     name: &str,
-) -> Result<Sandbox, ApiError> {
-    let mut mine: Vec<Sandbox> = candidates
+) -> Result<Arc<Sandbox>, ApiError> {
+    let mut mine: Vec<Arc<Sandbox>> = candidates
         .into_iter()
         .filter(|s| {
             s.name == name
@@ -86,7 +93,8 @@ pub(crate) fn pick(
         0 => Err(ApiError::sandbox_not_found()),
         1 => Ok(mine.remove(0)),
         _ => {
-            let mut namespaces: Vec<String> = mine.into_iter().map(|s| s.namespace).collect();
+            let mut namespaces: Vec<String> =
+                mine.into_iter().map(|s| s.namespace.clone()).collect();
             namespaces.sort();
             Err(ApiError::Ambiguous {
                 name: name.to_string(),
@@ -97,7 +105,7 @@ pub(crate) fn pick(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use agenttier_bus::model::{Mode, Owner, SandboxStatus, TemplateRef};
 
@@ -124,6 +132,10 @@ mod tests {
         }
     }
 
+    fn sbx(ns: &str, name: &str, owner: &str) -> Arc<Sandbox> {
+        Arc::new(sandbox(ns, name, owner))
+    }
+
     fn user(sub: &str, admin: bool) -> Principal {
         Principal {
             sub: sub.into(),
@@ -135,17 +147,20 @@ mod tests {
     #[test]
     fn one_match_elsewhere_is_it() {
         let got = pick(
-            vec![sandbox("team", "a", "u1"), sandbox("x", "a", "u2")],
+            vec![sbx("team", "a", "u1"), sbx("x", "a", "u2")],
             &user("u1", false),
             "a",
         );
-        assert_eq!(got.map(|s| s.namespace).ok().as_deref(), Some("team"));
+        assert_eq!(
+            got.map(|s| s.namespace.clone()).ok().as_deref(),
+            Some("team")
+        );
     }
 
     #[test]
     fn several_matches_name_the_namespaces() {
         let got = pick(
-            vec![sandbox("b", "a", "u1"), sandbox("a", "a", "u1")],
+            vec![sbx("b", "a", "u1"), sbx("a", "a", "u1")],
             &user("u1", false),
             "a",
         );
@@ -157,7 +172,7 @@ mod tests {
 
     #[test]
     fn other_users_sandboxes_are_invisible_but_admins_see_all() {
-        let c = || vec![sandbox("team", "a", "u2")];
+        let c = || vec![sbx("team", "a", "u2")];
         assert!(matches!(
             pick(c(), &user("u1", false), "a"),
             Err(ApiError::NotFound(_))
@@ -168,6 +183,6 @@ mod tests {
     #[test]
     fn default_namespace_records_are_not_candidates() {
         // `default` is looked up by key first; the fallback only sees others.
-        assert!(pick(vec![sandbox("default", "a", "u1")], &user("u1", false), "a").is_err());
+        assert!(pick(vec![sbx("default", "a", "u1")], &user("u1", false), "a").is_err());
     }
 }

@@ -161,12 +161,9 @@ pub(crate) async fn create(
             ..Default::default()
         },
     };
-    match ctx
-        .store
-        .create(&Sandbox::key(&namespace, &name), to_bytes(&record))
-        .await
-    {
-        Ok(_) => {}
+    let key = Sandbox::key(&namespace, &name);
+    match ctx.store.create(&key, to_bytes(&record)).await {
+        Ok(revision) => ctx.records.wrote(&key, record.clone(), revision),
         Err(store::Error::Exists(_)) => {
             return Err(ApiError::AlreadyExists(format!(
                 "sandbox {name:?} already exists in namespace {namespace:?}"
@@ -247,14 +244,7 @@ pub(crate) async fn list(
     };
     let status = q.status.filter(|s| !s.is_empty());
     let mut out = Vec::new();
-    for (key, entry) in ctx.store.list(&prefix).await? {
-        let s: Sandbox = match entry.decode(&key) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "skipping unreadable sandbox record");
-                continue;
-            }
-        };
+    for s in ctx.records.list(&prefix).await? {
         let status_ok = status
             .as_deref()
             .is_none_or(|st| st.eq_ignore_ascii_case(s.status.phase.as_str()));
@@ -284,6 +274,8 @@ pub(crate) async fn delete(
         true
     })
     .await?;
+    // So that this router's next read of it says `Deleting`.
+    ctx.records.fresh(&key).await?;
     tracing::info!(namespace = %s.namespace, name = %s.name, "sandbox deletion requested");
     Ok(StatusCode::NO_CONTENT)
 }

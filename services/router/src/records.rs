@@ -1,0 +1,445 @@
+//! The router's copy of the sandbox records, kept by one store watch.
+//!
+//! Every request resolves its sandbox, and GET and list read records: on
+//! NATS each was a JetStream KV get (a list, one per sandbox). Here they are
+//! memory reads, with these rules for what a client can see:
+//!
+//! - A record this router has not seen yet (created through another router a
+//!   moment ago, or while the watch catches up) is read from the store: a
+//!   miss never means "not found".
+//! - A write this router makes (create, delete) is in its copy when the
+//!   request returns, so a client that stays on one router reads its writes.
+//! - Anything else (a phase the executor moved, a record changed through
+//!   another router) arrives with the watch, normally well under a
+//!   millisecond after the write. Where a stale phase would change an
+//!   answer (no actor answering: executor down, or not there yet?), the
+//!   caller reads the record from the store again ([`Records::fresh`]).
+//! - Until the watch has sent its snapshot, and after it breaks until it is
+//!   back, every read goes to the store.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use agenttier_bus::model::Sandbox;
+use agenttier_bus::store::{self, Entry, Store, WatchEvent};
+
+/// How long to wait before watching again after the watch broke.
+const REWATCH_DELAY: Duration = Duration::from_millis(500);
+
+pub(crate) struct Records {
+    store: Arc<dyn Store>,
+    view: Arc<RwLock<View>>,
+    /// Ends the watch task with the router.
+    _watch: DropGuard,
+}
+
+#[derive(Default)]
+struct View {
+    /// The watch has sent its snapshot and is still running.
+    synced: bool,
+    by_key: BTreeMap<String, Cached>,
+}
+
+struct Cached {
+    revision: u64,
+    sandbox: Arc<Sandbox>,
+}
+
+impl View {
+    /// Keeps `entry` unless a later revision of `key` is already here.
+    fn put(&mut self, key: &str, entry: &Entry) {
+        if self
+            .by_key
+            .get(key)
+            .is_some_and(|c| c.revision >= entry.revision)
+        {
+            return;
+        }
+        match entry.decode::<Sandbox>(key) {
+            Ok(s) => {
+                self.by_key.insert(
+                    key.to_string(),
+                    Cached {
+                        revision: entry.revision,
+                        sandbox: Arc::new(s),
+                    },
+                );
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "skipping unreadable sandbox record");
+                self.by_key.remove(key);
+            }
+        }
+    }
+
+    fn apply(&mut self, event: WatchEvent) {
+        match event {
+            WatchEvent::Put { key, entry } => self.put(&key, &entry),
+            WatchEvent::Delete { key } => {
+                self.by_key.remove(&key);
+            }
+            WatchEvent::Synced => self.synced = true,
+        }
+    }
+
+    /// Forgets everything: the watch broke, and what it missed is unknown.
+    fn reset(&mut self) {
+        self.synced = false;
+        self.by_key.clear();
+    }
+}
+
+impl Records {
+    /// Starts the watch (a task that ends when this is dropped).
+    pub(crate) fn start(store: Arc<dyn Store>) -> Self {
+        let view = Arc::new(RwLock::new(View::default()));
+        let stop = CancellationToken::new();
+        tokio::spawn(watch(store.clone(), view.clone(), stop.clone()));
+        Self {
+            store,
+            view,
+            _watch: stop.drop_guard(),
+        }
+    }
+
+    fn view(&self) -> std::sync::RwLockReadGuard<'_, View> {
+        // A panic while holding the lock leaves a view that is still whole
+        // (every change is one map operation).
+        self.view.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn view_mut(&self) -> std::sync::RwLockWriteGuard<'_, View> {
+        self.view.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The record under `key`: this router's copy, or the store's when it
+    /// has none.
+    pub(crate) async fn get(&self, key: &str) -> store::Result<Option<Arc<Sandbox>>> {
+        {
+            let view = self.view();
+            if view.synced
+                && let Some(c) = view.by_key.get(key)
+            {
+                return Ok(Some(c.sandbox.clone()));
+            }
+        }
+        self.fresh(key).await
+    }
+
+    /// The record under `key` as the store has it now (and this router's copy
+    /// brought up to it).
+    pub(crate) async fn fresh(&self, key: &str) -> store::Result<Option<Arc<Sandbox>>> {
+        let Some(entry) = self.store.get(key).await? else {
+            self.view_mut().by_key.remove(key);
+            return Ok(None);
+        };
+        let sandbox = Arc::new(entry.decode::<Sandbox>(key)?);
+        let mut view = self.view_mut();
+        if view
+            .by_key
+            .get(key)
+            .is_none_or(|c| c.revision < entry.revision)
+        {
+            view.by_key.insert(
+                key.to_string(),
+                Cached {
+                    revision: entry.revision,
+                    sandbox: sandbox.clone(),
+                },
+            );
+        }
+        Ok(Some(sandbox))
+    }
+
+    /// Every readable record under `prefix` (a prefix of
+    /// [`Sandbox::KEY_PREFIX`] ending with a dot), sorted by key.
+    pub(crate) async fn list(&self, prefix: &str) -> store::Result<Vec<Arc<Sandbox>>> {
+        {
+            let view = self.view();
+            if view.synced {
+                return Ok(view
+                    .by_key
+                    .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+                    .take_while(|(k, _)| k.starts_with(prefix))
+                    .map(|(_, c)| c.sandbox.clone())
+                    .collect());
+            }
+        }
+        let mut out = Vec::new();
+        for (key, entry) in self.store.list(prefix).await? {
+            match entry.decode::<Sandbox>(&key) {
+                Ok(s) => out.push(Arc::new(s)),
+                Err(e) => tracing::warn!(error = %e, "skipping unreadable sandbox record"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// A record this router just wrote at `revision`.
+    pub(crate) fn wrote(&self, key: &str, sandbox: Sandbox, revision: u64) {
+        let mut view = self.view_mut();
+        if view.by_key.get(key).is_none_or(|c| c.revision < revision) {
+            view.by_key.insert(
+                key.to_string(),
+                Cached {
+                    revision,
+                    sandbox: Arc::new(sandbox),
+                },
+            );
+        }
+    }
+}
+
+/// Keeps `view` equal to the store's records, watching again when the watch
+/// ends (the view is reset meanwhile, so reads go to the store).
+async fn watch(store: Arc<dyn Store>, view: Arc<RwLock<View>>, stop: CancellationToken) {
+    loop {
+        let started = tokio::select! {
+            _ = stop.cancelled() => return,
+            w = store.watch(Sandbox::KEY_PREFIX) => w,
+        };
+        match started {
+            Ok(mut events) => loop {
+                let event = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    e = events.next() => e,
+                };
+                let Some(event) = event else {
+                    tracing::warn!(
+                        "sandbox record watch ended; reading from the store until it is back"
+                    );
+                    break;
+                };
+                view.write().unwrap_or_else(|e| e.into_inner()).apply(event);
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch sandbox records; reading from the store")
+            }
+        }
+        view.write().unwrap_or_else(|e| e.into_inner()).reset();
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(REWATCH_DELAY) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(s: &Sandbox, revision: u64) -> Entry {
+        Entry {
+            value: store::to_bytes(s),
+            revision,
+        }
+    }
+
+    fn sandbox(ns: &str, name: &str, message: &str) -> Sandbox {
+        let mut s = crate::resolve::tests::sandbox(ns, name, "u1");
+        s.status.message = message.into();
+        s
+    }
+
+    #[test]
+    fn an_older_revision_never_replaces_a_newer_one() {
+        let mut v = View::default();
+        let key = Sandbox::key("default", "a");
+        v.put(&key, &entry(&sandbox("default", "a", "new"), 7));
+        v.put(&key, &entry(&sandbox("default", "a", "old"), 5));
+        assert_eq!(v.by_key[&key].sandbox.status.message, "new");
+        v.put(&key, &entry(&sandbox("default", "a", "newer"), 9));
+        assert_eq!(v.by_key[&key].sandbox.status.message, "newer");
+    }
+
+    #[test]
+    fn an_unreadable_record_is_dropped_not_kept_stale() {
+        let mut v = View::default();
+        let key = Sandbox::key("default", "a");
+        v.put(&key, &entry(&sandbox("default", "a", "x"), 1));
+        let junk = Entry {
+            value: bytes::Bytes::from_static(b"{not json"),
+            revision: 2,
+        };
+        v.put(&key, &junk);
+        assert!(!v.by_key.contains_key(&key));
+    }
+
+    /// A store whose watch says "synced, nothing here" and then nothing more:
+    /// a copy that lags behind every write.
+    struct Lagging(store::FileStore);
+
+    #[async_trait::async_trait]
+    impl Store for Lagging {
+        async fn get(&self, key: &str) -> store::Result<Option<Entry>> {
+            self.0.get(key).await
+        }
+        async fn list(&self, prefix: &str) -> store::Result<Vec<(String, Entry)>> {
+            self.0.list(prefix).await
+        }
+        async fn create(&self, key: &str, value: bytes::Bytes) -> store::Result<u64> {
+            self.0.create(key, value).await
+        }
+        async fn update(&self, key: &str, value: bytes::Bytes, rev: u64) -> store::Result<u64> {
+            self.0.update(key, value, rev).await
+        }
+        async fn put(&self, key: &str, value: bytes::Bytes) -> store::Result<u64> {
+            self.0.put(key, value).await
+        }
+        async fn delete(&self, key: &str) -> store::Result<()> {
+            self.0.delete(key).await
+        }
+        async fn watch(
+            &self,
+            _prefix: &str,
+        ) -> store::Result<futures::stream::BoxStream<'static, WatchEvent>> {
+            Ok(futures::stream::iter([WatchEvent::Synced])
+                .chain(futures::stream::pending())
+                .boxed())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_record_the_copy_lacks_is_read_from_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = store::FileStore::open(&dir.path().join("state.redb")).unwrap();
+        let store: Arc<dyn Store> = Arc::new(Lagging(inner));
+        let records = Records::start(store.clone());
+        let synced = wait(|| records.view().synced).await;
+        assert!(synced, "the watch's Synced was not applied");
+
+        let key = Sandbox::key("default", "a");
+        let rev = store
+            .create(&key, store::to_bytes(&sandbox("default", "a", "v1")))
+            .await
+            .unwrap();
+        // Another router's create: not in the copy, yet found.
+        let got = records
+            .get(&key)
+            .await
+            .unwrap()
+            .expect("read from the store");
+        assert_eq!(got.status.message, "v1");
+        // Another router's update: the copy keeps what it read until the
+        // watch says otherwise; `fresh` reads the store's.
+        store
+            .update(&key, store::to_bytes(&sandbox("default", "a", "v2")), rev)
+            .await
+            .unwrap();
+        assert_eq!(
+            records.get(&key).await.unwrap().unwrap().status.message,
+            "v1"
+        );
+        assert_eq!(
+            records.fresh(&key).await.unwrap().unwrap().status.message,
+            "v2"
+        );
+        assert_eq!(
+            records.get(&key).await.unwrap().unwrap().status.message,
+            "v2"
+        );
+        // This router's own write is in its copy at once.
+        let mine = sandbox("default", "b", "mine");
+        let key_b = Sandbox::key("default", "b");
+        let rev = store.create(&key_b, store::to_bytes(&mine)).await.unwrap();
+        records.wrote(&key_b, mine, rev);
+        let names: Vec<String> = records
+            .list(Sandbox::KEY_PREFIX)
+            .await
+            .unwrap()
+            .iter()
+            .map(|s| s.name.clone())
+            .collect();
+        assert_eq!(names, ["a", "b"]);
+        // A delete elsewhere: `fresh` finds it gone and the copy forgets it.
+        store.delete(&key).await.unwrap();
+        assert!(records.fresh(&key).await.unwrap().is_none());
+        assert!(records.get(&key).await.unwrap().is_none());
+    }
+
+    async fn wait(mut check: impl FnMut() -> bool) -> bool {
+        for _ in 0..500 {
+            if check() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn reads_follow_the_store_through_the_watch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(store::FileStore::open(&dir.path().join("state.redb")).unwrap());
+        let key = Sandbox::key("team", "a");
+        store
+            .create(&key, store::to_bytes(&sandbox("team", "a", "first")))
+            .await
+            .unwrap();
+        let records = Records::start(store.clone());
+        let got = records.get(&key).await.unwrap().unwrap();
+        assert_eq!(got.status.message, "first");
+
+        // A write by someone else reaches the copy through the watch.
+        store
+            .put(&key, store::to_bytes(&sandbox("team", "a", "second")))
+            .await
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let listed = records.list("sandboxes.team.").await.unwrap();
+            if listed.first().map(|s| s.status.message.as_str()) == Some("second") {
+                assert!(records.view().synced, "served from the copy");
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the watch never delivered the put"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+
+        // A record the copy does not hold is read from the store.
+        let other = Sandbox::key("team", "b");
+        store
+            .create(&other, store::to_bytes(&sandbox("team", "b", "new")))
+            .await
+            .unwrap();
+        assert_eq!(records.get(&other).await.unwrap().unwrap().name, "b");
+
+        // A delete leaves the copy; list stops at the prefix's end.
+        store.delete(&key).await.unwrap();
+        store
+            .create(
+                &Sandbox::key("teamx", "c"),
+                store::to_bytes(&sandbox("teamx", "c", "")),
+            )
+            .await
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let names: Vec<String> = records
+                .list("sandboxes.team.")
+                .await
+                .unwrap()
+                .iter()
+                .map(|s| s.name.clone())
+                .collect();
+            if names == ["b"] {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "still listed: {names:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(records.get(&key).await.unwrap().is_none());
+    }
+}

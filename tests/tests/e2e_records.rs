@@ -1,0 +1,93 @@
+//! What every router shows of a sandbox. Routers answer reads from a copy
+//! of the records kept by a store watch: a record written through one router
+//! must read at once on another (its copy may not have it yet), a router
+//! must read its own writes, and a change must reach every copy.
+
+use std::time::Duration;
+
+use agenttier_tests::client::{Client, router_pair};
+use agenttier_tests::process::System;
+use agenttier_tests::wait_for;
+use serde_json::json;
+
+agenttier_tests::e2e_scenarios!(every_router_reads_what_another_wrote);
+
+const CONVERGE: Duration = Duration::from_secs(10);
+
+async fn listed(c: &Client) -> Vec<String> {
+    let r = c.list_sandboxes().await.expect(200);
+    let mut names: Vec<String> = r.body["sandboxes"]
+        .as_array()
+        .expect("sandboxes")
+        .iter()
+        .map(|s| {
+            format!(
+                "{}/{}",
+                s["namespace"].as_str().unwrap_or(""),
+                s["name"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+async fn every_router_reads_what_another_wrote(sys: &mut dyn System) {
+    let (a, b) = router_pair(sys);
+
+    // Created through A, read through B straight away: by name, and by name
+    // alone for one outside `default`.
+    a.create_sandbox("rec-a", "langgraph-agent")
+        .await
+        .expect(201);
+    let r = b.get_sandbox("rec-a").await.expect(200);
+    assert_eq!(r.body["name"], "rec-a");
+    a.post_json(
+        "/sandboxes",
+        &json!({"name": "rec-b", "namespace": "team-r", "templateRef": {"name": "langgraph-agent"}}),
+    )
+    .await
+    .expect(201);
+    let r = b.get_sandbox("rec-b").await.expect(200);
+    assert_eq!(r.body["namespace"], "team-r");
+    let want = ["default/rec-a", "team-r/rec-b"];
+    assert!(
+        wait_for(CONVERGE, || async { listed(&b).await == want }).await,
+        "B lists {:?}",
+        listed(&b).await
+    );
+
+    // The phase the executor writes reaches both; B configures, A invokes
+    // what B configured.
+    a.wait_running("rec-a").await;
+    b.wait_running("rec-a").await;
+    b.configure("rec-a", &json!({"entrypoint": ["sh", "-c", "echo from-b"]}))
+        .await;
+    let run = a.invoke("rec-a", "", &[]).await;
+    assert_eq!(run.lines("stdout"), ["from-b"]);
+    assert_eq!(run.event("exit").data["exitCode"], 0);
+
+    // A reads its own delete at once: never `Running` again.
+    a.delete("rec-a").await.expect(204);
+    let r = a.get_sandbox("rec-a").await;
+    assert!(
+        r.status == 404 || r.body["status"] == "Deleting",
+        "right after the delete, A shows {r:?}"
+    );
+    // B follows: gone from GET, list and invoke.
+    assert!(
+        wait_for(CONVERGE, || async {
+            b.get_sandbox("rec-a").await.status == 404
+        })
+        .await,
+        "B still shows {:?}",
+        b.get_sandbox("rec-a").await
+    );
+    assert!(
+        wait_for(CONVERGE, || async { listed(&b).await == ["team-r/rec-b"] }).await,
+        "B lists {:?}",
+        listed(&b).await
+    );
+    let refused = b.invoke_stream("rec-a", "", &[]).await.refused();
+    assert_eq!(refused.status, 404, "{refused:?}");
+}
