@@ -159,19 +159,41 @@ impl Records {
     /// Every readable record under `prefix` (a prefix of
     /// [`Sandbox::KEY_PREFIX`] ending with a dot), sorted by key.
     pub(crate) async fn list(&self, prefix: &str) -> store::Result<Vec<Arc<Sandbox>>> {
-        {
+        self.scan(prefix, |_| true, false).await
+    }
+
+    /// The records named `name`, in any namespace. Like [`Self::list`], from
+    /// the copy when it is synced; `fresh` asks the store.
+    pub(crate) async fn named(&self, name: &str, fresh: bool) -> store::Result<Vec<Arc<Sandbox>>> {
+        let named = |key: &str| key.strip_suffix(name).is_some_and(|k| k.ends_with('.'));
+        self.scan(Sandbox::KEY_PREFIX, named, fresh).await
+    }
+
+    /// The records under `prefix` whose key passes `keep` (checked before
+    /// decoding what the store returns).
+    async fn scan(
+        &self,
+        prefix: &str,
+        keep: impl Fn(&str) -> bool,
+        fresh: bool,
+    ) -> store::Result<Vec<Arc<Sandbox>>> {
+        if !fresh {
             let view = self.view();
             if view.synced {
                 return Ok(view
                     .by_key
                     .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
                     .take_while(|(k, _)| k.starts_with(prefix))
+                    .filter(|(k, _)| keep(k))
                     .map(|(_, c)| c.sandbox.clone())
                     .collect());
             }
         }
         let mut out = Vec::new();
         for (key, entry) in self.store.list(prefix).await? {
+            if !keep(&key) {
+                continue;
+            }
             match entry.decode::<Sandbox>(&key) {
                 Ok(s) => out.push(Arc::new(s)),
                 Err(e) => tracing::warn!(error = %e, "skipping unreadable sandbox record"),
@@ -356,6 +378,35 @@ mod tests {
             .map(|s| s.name.clone())
             .collect();
         assert_eq!(names, ["a", "b"]);
+        // By name: only what the copy holds, or all the store has; `ab` is
+        // not `b`.
+        store
+            .create(
+                &Sandbox::key("team", "ab"),
+                store::to_bytes(&sandbox("team", "ab", "")),
+            )
+            .await
+            .unwrap();
+        store
+            .create(
+                &Sandbox::key("team", "b"),
+                store::to_bytes(&sandbox("team", "b", "")),
+            )
+            .await
+            .unwrap();
+        let named = |v: Vec<Arc<Sandbox>>| -> Vec<String> {
+            v.iter()
+                .map(|s| format!("{}/{}", s.namespace, s.name))
+                .collect()
+        };
+        assert_eq!(
+            named(records.named("b", false).await.unwrap()),
+            ["default/b"]
+        );
+        assert_eq!(
+            named(records.named("b", true).await.unwrap()),
+            ["default/b", "team/b"]
+        );
         // A delete elsewhere: `fresh` finds it gone and the copy forgets it.
         store.delete(&key).await.unwrap();
         assert!(records.fresh(&key).await.unwrap().is_none());

@@ -54,22 +54,9 @@ pub(crate) async fn resolve(
     if namespace.is_some() {
         return Err(ApiError::sandbox_not_found());
     }
-    let candidates = ctx.records.list(Sandbox::KEY_PREFIX).await?;
-    match pick(candidates, caller, name) {
+    match pick(ctx.records.named(name, false).await?, caller, name) {
         // Not in this router's copy (yet): ask the store.
-        Err(ApiError::NotFound(_)) => {
-            let mut fresh = Vec::new();
-            for (key, entry) in ctx.store.list(Sandbox::KEY_PREFIX).await? {
-                // Cheap filter on the key before decoding: `sandboxes.<ns>.<name>`.
-                if key.strip_suffix(name).is_some_and(|k| k.ends_with('.')) {
-                    match entry.decode::<Sandbox>(&key) {
-                        Ok(s) => fresh.push(Arc::new(s)),
-                        Err(e) => tracing::warn!(error = %e, "skipping unreadable sandbox record"),
-                    }
-                }
-            }
-            pick(fresh, caller, name)
-        }
+        Err(ApiError::NotFound(_)) => pick(ctx.records.named(name, true).await?, caller, name),
         found => found,
     }
 }
