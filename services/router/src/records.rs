@@ -12,8 +12,9 @@
 //! - Anything else (a phase the executor moved, a record changed through
 //!   another router) arrives with the watch, normally well under a
 //!   millisecond after the write. Where a stale phase would change an
-//!   answer (no actor answering: executor down, or not there yet?), the
-//!   caller reads the record from the store again ([`Records::fresh`]).
+//!   answer (nobody answers the sandbox's subject: its executor is down, or
+//!   the sandbox is stopped or gone), the caller reads the record from the
+//!   store again ([`Records::fresh`]).
 //! - Until the watch has sent its snapshot, and after it breaks until it is
 //!   back, every read goes to the store.
 
@@ -26,7 +27,7 @@ use futures::StreamExt;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use agenttier_bus::model::Sandbox;
-use agenttier_bus::store::{self, Entry, Store, WatchEvent};
+use agenttier_bus::store::{self, Store, WatchEvent};
 
 /// How long to wait before watching again after the watch broke.
 const REWATCH_DELAY: Duration = Duration::from_millis(500);
@@ -51,39 +52,12 @@ struct Cached {
 }
 
 impl View {
-    /// Keeps `entry` unless a later revision of `key` is already here.
-    fn put(&mut self, key: &str, entry: &Entry) {
-        if self
-            .by_key
-            .get(key)
-            .is_some_and(|c| c.revision >= entry.revision)
-        {
-            return;
-        }
-        match entry.decode::<Sandbox>(key) {
-            Ok(s) => {
-                self.by_key.insert(
-                    key.to_string(),
-                    Cached {
-                        revision: entry.revision,
-                        sandbox: Arc::new(s),
-                    },
-                );
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "skipping unreadable sandbox record");
-                self.by_key.remove(key);
-            }
-        }
-    }
-
-    fn apply(&mut self, event: WatchEvent) {
-        match event {
-            WatchEvent::Put { key, entry } => self.put(&key, &entry),
-            WatchEvent::Delete { key } => {
-                self.by_key.remove(&key);
-            }
-            WatchEvent::Synced => self.synced = true,
+    /// Keeps `sandbox` at `revision` unless a later revision of `key` is
+    /// already here.
+    fn keep(&mut self, key: &str, revision: u64, sandbox: Arc<Sandbox>) {
+        if self.by_key.get(key).is_none_or(|c| c.revision < revision) {
+            self.by_key
+                .insert(key.to_string(), Cached { revision, sandbox });
         }
     }
 
@@ -139,20 +113,7 @@ impl Records {
             return Ok(None);
         };
         let sandbox = Arc::new(entry.decode::<Sandbox>(key)?);
-        let mut view = self.view_mut();
-        if view
-            .by_key
-            .get(key)
-            .is_none_or(|c| c.revision < entry.revision)
-        {
-            view.by_key.insert(
-                key.to_string(),
-                Cached {
-                    revision: entry.revision,
-                    sandbox: sandbox.clone(),
-                },
-            );
-        }
+        self.view_mut().keep(key, entry.revision, sandbox.clone());
         Ok(Some(sandbox))
     }
 
@@ -204,16 +165,7 @@ impl Records {
 
     /// A record this router just wrote at `revision`.
     pub(crate) fn wrote(&self, key: &str, sandbox: Sandbox, revision: u64) {
-        let mut view = self.view_mut();
-        if view.by_key.get(key).is_none_or(|c| c.revision < revision) {
-            view.by_key.insert(
-                key.to_string(),
-                Cached {
-                    revision,
-                    sandbox: Arc::new(sandbox),
-                },
-            );
-        }
+        self.view_mut().keep(key, revision, Arc::new(sandbox));
     }
 }
 
@@ -237,7 +189,7 @@ async fn watch(store: Arc<dyn Store>, view: Arc<RwLock<View>>, stop: Cancellatio
                     );
                     break;
                 };
-                view.write().unwrap_or_else(|e| e.into_inner()).apply(event);
+                apply(&view, event);
             },
             Err(e) => {
                 tracing::warn!(error = %e, "cannot watch sandbox records; reading from the store")
@@ -251,9 +203,28 @@ async fn watch(store: Arc<dyn Store>, view: Arc<RwLock<View>>, stop: Cancellatio
     }
 }
 
+/// One watch event into `view`; a record is decoded before taking the lock.
+fn apply(view: &RwLock<View>, event: WatchEvent) {
+    let lock = || view.write().unwrap_or_else(|e| e.into_inner());
+    match event {
+        WatchEvent::Put { key, entry } => match entry.decode::<Sandbox>(&key) {
+            Ok(s) => lock().keep(&key, entry.revision, Arc::new(s)),
+            Err(e) => {
+                tracing::warn!(error = %e, "skipping unreadable sandbox record");
+                lock().by_key.remove(&key);
+            }
+        },
+        WatchEvent::Delete { key } => {
+            lock().by_key.remove(&key);
+        }
+        WatchEvent::Synced => lock().synced = true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use agenttier_bus::store::Entry;
 
     fn entry(s: &Sandbox, revision: u64) -> Entry {
         Entry {
@@ -268,28 +239,37 @@ mod tests {
         s
     }
 
+    fn put(v: &RwLock<View>, key: &str, entry: Entry) {
+        let key = key.to_string();
+        apply(v, WatchEvent::Put { key, entry });
+    }
+
+    fn message(v: &RwLock<View>, key: &str) -> String {
+        v.read().unwrap().by_key[key].sandbox.status.message.clone()
+    }
+
     #[test]
     fn an_older_revision_never_replaces_a_newer_one() {
-        let mut v = View::default();
+        let v = RwLock::new(View::default());
         let key = Sandbox::key("default", "a");
-        v.put(&key, &entry(&sandbox("default", "a", "new"), 7));
-        v.put(&key, &entry(&sandbox("default", "a", "old"), 5));
-        assert_eq!(v.by_key[&key].sandbox.status.message, "new");
-        v.put(&key, &entry(&sandbox("default", "a", "newer"), 9));
-        assert_eq!(v.by_key[&key].sandbox.status.message, "newer");
+        put(&v, &key, entry(&sandbox("default", "a", "new"), 7));
+        put(&v, &key, entry(&sandbox("default", "a", "old"), 5));
+        assert_eq!(message(&v, &key), "new");
+        put(&v, &key, entry(&sandbox("default", "a", "newer"), 9));
+        assert_eq!(message(&v, &key), "newer");
     }
 
     #[test]
     fn an_unreadable_record_is_dropped_not_kept_stale() {
-        let mut v = View::default();
+        let v = RwLock::new(View::default());
         let key = Sandbox::key("default", "a");
-        v.put(&key, &entry(&sandbox("default", "a", "x"), 1));
+        put(&v, &key, entry(&sandbox("default", "a", "x"), 1));
         let junk = Entry {
             value: bytes::Bytes::from_static(b"{not json"),
             revision: 2,
         };
-        v.put(&key, &junk);
-        assert!(!v.by_key.contains_key(&key));
+        put(&v, &key, junk);
+        assert!(!v.read().unwrap().by_key.contains_key(&key));
     }
 
     /// A store whose watch says "synced, nothing here" and then nothing more:

@@ -5,9 +5,9 @@
 //! one match is it, several are a 409 naming them, none is a 404. Another
 //! user's sandbox is a 404 exactly as if it did not exist.
 
-use serde::Deserialize;
-
 use std::sync::Arc;
+
+use serde::Deserialize;
 
 use agenttier_bus::model::{Principal, Sandbox, is_dns_label};
 
