@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use agenttier_tests::client::{Client, router_pair};
-use agenttier_tests::process::System;
+use agenttier_tests::client::{Client, router_pair, wait_ready};
+use agenttier_tests::process::{Distributed, System};
 use agenttier_tests::wait_for;
 use serde_json::json;
 
@@ -90,4 +90,52 @@ async fn every_router_reads_what_another_wrote(sys: &mut dyn System) {
     );
     let refused = b.invoke_stream("rec-a", "", &[]).await.refused();
     assert_eq!(refused.status, 404, "{refused:?}");
+}
+
+/// After NATS restarts, each router's copy follows the records again (the
+/// watch resumes where it stopped): a copy that silently stopped would keep
+/// answering with what it had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_router_follows_the_records_after_nats_restarts() {
+    let mut sys = Distributed::start();
+    wait_ready(&sys).await;
+    let (a, b) = router_pair(&sys);
+    a.create_running("rn-a", "langgraph-agent").await;
+    b.wait_running("rn-a").await;
+
+    sys.nats_mut().kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    sys.nats_mut().restart();
+    // A's own copy may answer reads while NATS is down: a create says when
+    // the store is back (409: an earlier try got through).
+    assert!(
+        wait_for(Duration::from_secs(30), || async {
+            let status = a.create_sandbox("rn-b", "langgraph-agent").await.status;
+            status == 201 || status == 409
+        })
+        .await,
+        "A cannot create after the restart"
+    );
+
+    // A change the executor makes, a create and a delete through A: B sees
+    // each of them.
+    a.stop("rn-a").await.expect(200);
+    b.wait_status("rn-a", "Stopped").await;
+    assert!(
+        wait_for(CONVERGE, || async {
+            listed(&b).await == ["default/rn-a", "default/rn-b"]
+        })
+        .await,
+        "B lists {:?}",
+        listed(&b).await
+    );
+    a.delete("rn-a").await.expect(204);
+    assert!(
+        wait_for(CONVERGE, || async {
+            b.get_sandbox("rn-a").await.status == 404
+        })
+        .await,
+        "B still shows {:?}",
+        b.get_sandbox("rn-a").await
+    );
 }
