@@ -223,3 +223,47 @@ async fn nobody_answering_is_409_by_phase_or_503_with_retry_after() {
     .await;
     assert_eq!(r.2["status"], "Deleting");
 }
+
+/// A router's copy of the records can lag behind the store (a write through
+/// another router, or the executor's, still on its way). When nobody answers
+/// the sandbox's subject, the phase that decides between 409 and 503 is read
+/// from the store, not taken from the copy.
+#[tokio::test]
+async fn nobody_answering_is_judged_by_the_stored_phase_not_a_lagging_copy() {
+    let h = Harness::start_lagging().await;
+    h.sandbox("default", "orphan", Phase::Running).await;
+    let status = || async {
+        let r = parts(
+            h.req(Method::GET, "/api/v1/sandboxes/orphan", &h.alice)
+                .send()
+                .await
+                .expect("send"),
+        )
+        .await;
+        r.2["status"].clone()
+    };
+    let invoke = || {
+        h.req(Method::POST, "/api/v1/sandboxes/orphan/invoke", &h.alice)
+            .send()
+    };
+    // The copy still holds the record as this router created it.
+    assert_eq!(status().await, "Creating");
+    let (code, _, body) = parts(invoke().await.expect("send")).await;
+    assert_eq!(
+        (code, body["error"].clone()),
+        (503, json!("executor_unavailable"))
+    );
+    // That read brought the copy up to the store.
+    assert_eq!(status().await, "Running");
+
+    h.set_phase("default", "orphan", Phase::Stopped).await;
+    assert_eq!(status().await, "Running", "the copy lags again");
+    let (code, _, body) = parts(invoke().await.expect("send")).await;
+    assert_eq!(
+        (code, body),
+        (
+            409,
+            json!({"error":"invalid_phase","message":"sandbox is Stopped"})
+        )
+    );
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use agenttier_bus::memory;
 use agenttier_bus::model::{Phase, Principal, Sandbox, builtin_templates};
-use agenttier_bus::store::{self, FileStore, Store, to_bytes};
+use agenttier_bus::store::{self, Entry, FileStore, Store, WatchEvent, to_bytes};
 use agenttier_bus::subject::Subjects;
 use agenttier_router::{AppState, Config, ensure_api_key, generate_api_key, serve};
 use futures::StreamExt;
@@ -46,9 +46,53 @@ fn user(sub: &str, admin: bool) -> Principal {
     }
 }
 
+/// The file store, but its watch says "synced" and then nothing: the
+/// router's copy of the records lags behind every write it did not make.
+struct Lagging(Arc<FileStore>);
+
+#[async_trait::async_trait]
+impl Store for Lagging {
+    async fn get(&self, key: &str) -> store::Result<Option<Entry>> {
+        self.0.get(key).await
+    }
+    async fn list(&self, prefix: &str) -> store::Result<Vec<(String, Entry)>> {
+        self.0.list(prefix).await
+    }
+    async fn create(&self, key: &str, value: bytes::Bytes) -> store::Result<u64> {
+        self.0.create(key, value).await
+    }
+    async fn update(&self, key: &str, value: bytes::Bytes, rev: u64) -> store::Result<u64> {
+        self.0.update(key, value, rev).await
+    }
+    async fn put(&self, key: &str, value: bytes::Bytes) -> store::Result<u64> {
+        self.0.put(key, value).await
+    }
+    async fn delete(&self, key: &str) -> store::Result<()> {
+        self.0.delete(key).await
+    }
+    async fn watch(
+        &self,
+        _prefix: &str,
+    ) -> store::Result<futures::stream::BoxStream<'static, WatchEvent>> {
+        Ok(futures::stream::iter([WatchEvent::Synced])
+            .chain(futures::stream::pending())
+            .boxed())
+    }
+}
+
 impl Harness {
     /// A router with the built-in templates, three keys, and the fake actor.
     pub async fn start() -> Harness {
+        Self::start_with(false).await
+    }
+
+    /// As [`Harness::start`], with a router whose copy of the records only
+    /// changes by its own writes and reads (see `Lagging`).
+    pub async fn start_lagging() -> Harness {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(lagging: bool) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Arc::new(FileStore::open(&dir.path().join("state.redb")).expect("store"));
         for t in builtin_templates() {
@@ -67,7 +111,11 @@ impl Harness {
         let bus = memory::Bus::new();
         let state = AppState {
             bus: Arc::new(bus.clone()),
-            store: store.clone(),
+            store: if lagging {
+                Arc::new(Lagging(store.clone()))
+            } else {
+                store.clone()
+            },
             subjects: Subjects::default(),
             config: Arc::new(Config::default()),
         };
