@@ -1,7 +1,7 @@
 //! What every router shows of a sandbox. Routers answer reads from a copy
 //! of the records kept by a store watch: a record written through one router
 //! must read at once on another (its copy may not have it yet), a router
-//! must read its own writes, and a change must reach every copy.
+//! must read its own delete, and a change must reach every copy.
 
 use std::time::Duration;
 

@@ -5,10 +5,11 @@
 //! memory reads, with these rules for what a client can see:
 //!
 //! - A record this router has not seen yet (created through another router a
-//!   moment ago, or while the watch catches up) is read from the store: a
-//!   miss never means "not found".
-//! - A write this router makes (create, delete) is in its copy when the
-//!   request returns, so a client that stays on one router reads its writes.
+//!   moment ago, or by this one, while the watch brings it) is read from the
+//!   store: a miss never means "not found".
+//! - A change this router makes to a record it holds (delete) is in its copy
+//!   when the request returns, so a client that stays on one router reads
+//!   its writes.
 //! - Anything else (a phase the executor moved, a record changed through
 //!   another router) arrives with the watch, normally well under a
 //!   millisecond after the write. Where a stale phase would change an
@@ -17,6 +18,12 @@
 //!   store again ([`Records::fresh`]).
 //! - Until the watch has sent its snapshot, and after it breaks until it is
 //!   back, every read goes to the store.
+//!
+//! Only the watch adds records to the copy or removes them; a read from the
+//! store only brings a record the copy holds up to a later revision. So a
+//! read racing a delete cannot put back a record the watch has removed (no
+//! later event would take it out again), and a copy rebuilt after the watch
+//! broke holds exactly the new snapshot.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -53,11 +60,21 @@ struct Cached {
 
 impl View {
     /// Keeps `sandbox` at `revision` unless a later revision of `key` is
-    /// already here.
+    /// already here (the watch's puts).
     fn keep(&mut self, key: &str, revision: u64, sandbox: Arc<Sandbox>) {
         if self.by_key.get(key).is_none_or(|c| c.revision < revision) {
             self.by_key
                 .insert(key.to_string(), Cached { revision, sandbox });
+        }
+    }
+
+    /// Brings a record the copy holds up to `revision` (a read from the
+    /// store); a record it does not hold stays out.
+    fn refresh(&mut self, key: &str, revision: u64, sandbox: Arc<Sandbox>) {
+        if let Some(c) = self.by_key.get_mut(key)
+            && c.revision < revision
+        {
+            *c = Cached { revision, sandbox };
         }
     }
 
@@ -106,14 +123,14 @@ impl Records {
     }
 
     /// The record under `key` as the store has it now (and this router's copy
-    /// brought up to it).
+    /// of it, if it holds one, brought up to it).
     pub(crate) async fn fresh(&self, key: &str) -> store::Result<Option<Arc<Sandbox>>> {
         let Some(entry) = self.store.get(key).await? else {
-            self.view_mut().by_key.remove(key);
             return Ok(None);
         };
         let sandbox = Arc::new(entry.decode::<Sandbox>(key)?);
-        self.view_mut().keep(key, entry.revision, sandbox.clone());
+        self.view_mut()
+            .refresh(key, entry.revision, sandbox.clone());
         Ok(Some(sandbox))
     }
 
@@ -161,11 +178,6 @@ impl Records {
             }
         }
         Ok(out)
-    }
-
-    /// A record this router just wrote at `revision`.
-    pub(crate) fn wrote(&self, key: &str, sandbox: Sandbox, revision: u64) {
-        self.view_mut().keep(key, revision, Arc::new(sandbox));
     }
 }
 
@@ -272,8 +284,7 @@ mod tests {
         assert!(!v.read().unwrap().by_key.contains_key(&key));
     }
 
-    /// A synced copy with no watch behind it: it lags behind every write
-    /// but its own.
+    /// A synced copy with no watch behind it: it lags behind every write.
     fn lagging(store: Arc<dyn Store>) -> Records {
         let view = View {
             synced: true,
@@ -286,89 +297,79 @@ mod tests {
         }
     }
 
+    fn names(v: &[Arc<Sandbox>]) -> Vec<String> {
+        v.iter()
+            .map(|s| format!("{}/{}", s.namespace, s.name))
+            .collect()
+    }
+
     #[tokio::test]
-    async fn a_record_the_copy_lacks_is_read_from_the_store() {
+    async fn a_lagging_copy_reads_the_store_for_what_it_lacks_and_never_grows_from_it() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> =
             Arc::new(store::FileStore::open(&dir.path().join("state.redb")).unwrap());
         let records = lagging(store.clone());
+        let create = |ns: &'static str, name: &'static str, message: &'static str| {
+            let store = store.clone();
+            async move {
+                let s = sandbox(ns, name, message);
+                store
+                    .create(&Sandbox::key(ns, name), store::to_bytes(&s))
+                    .await
+                    .unwrap()
+            }
+        };
 
+        // Created elsewhere: not in the copy, yet found; the copy stays as
+        // the watch left it (empty), so a read racing a delete could not
+        // put a record back.
         let key = Sandbox::key("default", "a");
-        let rev = store
-            .create(&key, store::to_bytes(&sandbox("default", "a", "v1")))
-            .await
-            .unwrap();
-        // Another router's create: not in the copy, yet found.
+        let rev = create("default", "a", "v1").await;
         let got = records
             .get(&key)
             .await
             .unwrap()
             .expect("read from the store");
         assert_eq!(got.status.message, "v1");
-        // Another router's update: the copy keeps what it read until the
-        // watch says otherwise; `fresh` reads the store's.
-        store
+        assert!(records.list(Sandbox::KEY_PREFIX).await.unwrap().is_empty());
+
+        // A record the copy holds: kept until the watch says otherwise;
+        // `fresh` reads the store's and brings the copy up to it, never back.
+        records
+            .view_mut()
+            .keep(&key, rev, Arc::new(sandbox("default", "a", "v1")));
+        let rev = store
             .update(&key, store::to_bytes(&sandbox("default", "a", "v2")), rev)
             .await
             .unwrap();
-        assert_eq!(
-            records.get(&key).await.unwrap().unwrap().status.message,
-            "v1"
-        );
-        assert_eq!(
-            records.fresh(&key).await.unwrap().unwrap().status.message,
-            "v2"
-        );
-        assert_eq!(
-            records.get(&key).await.unwrap().unwrap().status.message,
-            "v2"
-        );
-        // This router's own write is in its copy at once.
-        let mine = sandbox("default", "b", "mine");
-        let key_b = Sandbox::key("default", "b");
-        let rev = store.create(&key_b, store::to_bytes(&mine)).await.unwrap();
-        records.wrote(&key_b, mine, rev);
-        let names: Vec<String> = records
-            .list(Sandbox::KEY_PREFIX)
-            .await
-            .unwrap()
-            .iter()
-            .map(|s| s.name.clone())
-            .collect();
-        assert_eq!(names, ["a", "b"]);
+        let message = |s: Option<Arc<Sandbox>>| s.unwrap().status.message.clone();
+        assert_eq!(message(records.get(&key).await.unwrap()), "v1");
+        assert_eq!(message(records.fresh(&key).await.unwrap()), "v2");
+        assert_eq!(message(records.get(&key).await.unwrap()), "v2");
+        records
+            .view_mut()
+            .refresh(&key, rev - 1, Arc::new(sandbox("default", "a", "old")));
+        assert_eq!(message(records.get(&key).await.unwrap()), "v2");
+
         // By name: only what the copy holds, or all the store has; `ab` is
         // not `b`.
-        store
-            .create(
-                &Sandbox::key("team", "ab"),
-                store::to_bytes(&sandbox("team", "ab", "")),
-            )
-            .await
-            .unwrap();
-        store
-            .create(
-                &Sandbox::key("team", "b"),
-                store::to_bytes(&sandbox("team", "b", "")),
-            )
-            .await
-            .unwrap();
-        let named = |v: Vec<Arc<Sandbox>>| -> Vec<String> {
-            v.iter()
-                .map(|s| format!("{}/{}", s.namespace, s.name))
-                .collect()
-        };
+        create("team", "ab", "").await;
+        create("team", "b", "").await;
+        create("default", "b", "").await;
+        assert!(records.named("b", false).await.unwrap().is_empty());
         assert_eq!(
-            named(records.named("b", false).await.unwrap()),
-            ["default/b"]
-        );
-        assert_eq!(
-            named(records.named("b", true).await.unwrap()),
+            names(&records.named("b", true).await.unwrap()),
             ["default/b", "team/b"]
         );
-        // A delete elsewhere: `fresh` finds it gone and the copy forgets it.
+
+        // Deleted elsewhere: `fresh` says so; the copy keeps the record
+        // until the watch's delete.
         store.delete(&key).await.unwrap();
         assert!(records.fresh(&key).await.unwrap().is_none());
-        assert!(records.get(&key).await.unwrap().is_none());
+        assert_eq!(
+            names(&records.list(Sandbox::KEY_PREFIX).await.unwrap()),
+            ["default/a"]
+        );
     }
 
     #[tokio::test]

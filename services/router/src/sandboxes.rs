@@ -161,9 +161,12 @@ pub(crate) async fn create(
             ..Default::default()
         },
     };
-    let key = Sandbox::key(&namespace, &name);
-    match ctx.store.create(&key, to_bytes(&record)).await {
-        Ok(revision) => ctx.records.wrote(&key, record.clone(), revision),
+    match ctx
+        .store
+        .create(&Sandbox::key(&namespace, &name), to_bytes(&record))
+        .await
+    {
+        Ok(_) => {}
         Err(store::Error::Exists(_)) => {
             return Err(ApiError::AlreadyExists(format!(
                 "sandbox {name:?} already exists in namespace {namespace:?}"

@@ -224,43 +224,54 @@ async fn nobody_answering_is_409_by_phase_or_503_with_retry_after() {
     assert_eq!(r.2["status"], "Deleting");
 }
 
+async fn body(h: &Harness, method: Method, path: &str) -> (u16, Value) {
+    let r = h.req(method, path, &h.alice).send().await.expect("send");
+    let (code, _, body) = parts(r).await;
+    (code, body)
+}
+
+async fn phase(h: &Harness, name: &str) -> Value {
+    let path = format!("/api/v1/sandboxes/{name}");
+    body(h, Method::GET, &path).await.1["status"].clone()
+}
+
 /// A router's copy of the records can lag behind the store (a write through
 /// another router, or the executor's, still on its way). When nobody answers
 /// the sandbox's subject, the phase that decides between 409 and 503 is read
 /// from the store, not taken from the copy.
 #[tokio::test]
 async fn nobody_answering_is_judged_by_the_stored_phase_not_a_lagging_copy() {
-    let h = Harness::start_lagging().await;
-    h.sandbox("default", "orphan", Phase::Running).await;
-    let status = || async {
-        let r = parts(
-            h.req(Method::GET, "/api/v1/sandboxes/orphan", &h.alice)
-                .send()
-                .await
-                .expect("send"),
-        )
-        .await;
-        r.2["status"].clone()
-    };
-    let invoke = || {
-        h.req(Method::POST, "/api/v1/sandboxes/orphan/invoke", &h.alice)
-            .send()
-    };
-    // The copy still holds the record as this router created it.
-    assert_eq!(status().await, "Creating");
-    let (code, _, body) = parts(invoke().await.expect("send")).await;
+    let h = Harness::start().await;
+    h.sandbox("default", "orphan", Phase::Creating).await;
+    // The list is the copy's: once it names the sandbox, the copy holds it.
+    let mut held = false;
+    for _ in 0..500 {
+        let list = body(&h, Method::GET, "/api/v1/sandboxes").await.1;
+        if list["sandboxes"][0]["name"] == "orphan" {
+            held = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(held, "the copy never got the record");
+    h.freeze_copy();
+    let invoke = "/api/v1/sandboxes/orphan/invoke";
+
+    h.set_phase("default", "orphan", Phase::Running).await;
+    assert_eq!(phase(&h, "orphan").await, "Creating", "the copy lags");
+    let (code, b) = body(&h, Method::POST, invoke).await;
     assert_eq!(
-        (code, body["error"].clone()),
+        (code, b["error"].clone()),
         (503, json!("executor_unavailable"))
     );
     // That read brought the copy up to the store.
-    assert_eq!(status().await, "Running");
+    assert_eq!(phase(&h, "orphan").await, "Running");
 
     h.set_phase("default", "orphan", Phase::Stopped).await;
-    assert_eq!(status().await, "Running", "the copy lags again");
-    let (code, _, body) = parts(invoke().await.expect("send")).await;
+    assert_eq!(phase(&h, "orphan").await, "Running", "the copy lags again");
+    let (code, b) = body(&h, Method::POST, invoke).await;
     assert_eq!(
-        (code, body),
+        (code, b),
         (
             409,
             json!({"error":"invalid_phase","message":"sandbox is Stopped"})

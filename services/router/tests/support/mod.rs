@@ -7,6 +7,7 @@
 pub mod fake;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use agenttier_bus::memory;
@@ -26,6 +27,8 @@ pub struct Harness {
     pub alice: String,
     pub bob: String,
     pub admin: String,
+    /// Set: the router's store watch passes nothing on (see `Freezable`).
+    frozen: Arc<AtomicBool>,
     shutdown: CancellationToken,
     _dir: tempfile::TempDir,
 }
@@ -46,12 +49,12 @@ fn user(sub: &str, admin: bool) -> Principal {
     }
 }
 
-/// The file store, but its watch says "synced" and then nothing: the
-/// router's copy of the records lags behind every write it did not make.
-struct Lagging(Arc<FileStore>);
+/// The file store, but once `frozen` is set its watches pass nothing on:
+/// the router's copy of the records then lags behind every write.
+struct Freezable(Arc<FileStore>, Arc<AtomicBool>);
 
 #[async_trait::async_trait]
-impl Store for Lagging {
+impl Store for Freezable {
     async fn get(&self, key: &str) -> store::Result<Option<Entry>> {
         self.0.get(key).await
     }
@@ -72,10 +75,12 @@ impl Store for Lagging {
     }
     async fn watch(
         &self,
-        _prefix: &str,
+        prefix: &str,
     ) -> store::Result<futures::stream::BoxStream<'static, WatchEvent>> {
-        Ok(futures::stream::iter([WatchEvent::Synced])
-            .chain(futures::stream::pending())
+        let frozen = self.1.clone();
+        let events = self.0.watch(prefix).await?;
+        Ok(events
+            .filter(move |_| futures::future::ready(!frozen.load(Ordering::SeqCst)))
             .boxed())
     }
 }
@@ -83,16 +88,6 @@ impl Store for Lagging {
 impl Harness {
     /// A router with the built-in templates, three keys, and the fake actor.
     pub async fn start() -> Harness {
-        Self::start_with(false).await
-    }
-
-    /// As [`Harness::start`], with a router whose copy of the records only
-    /// changes by its own writes and reads (see `Lagging`).
-    pub async fn start_lagging() -> Harness {
-        Self::start_with(true).await
-    }
-
-    async fn start_with(lagging: bool) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Arc::new(FileStore::open(&dir.path().join("state.redb")).expect("store"));
         for t in builtin_templates() {
@@ -109,13 +104,10 @@ impl Harness {
                 .expect("key");
         }
         let bus = memory::Bus::new();
+        let frozen = Arc::new(AtomicBool::new(false));
         let state = AppState {
             bus: Arc::new(bus.clone()),
-            store: if lagging {
-                Arc::new(Lagging(store.clone()))
-            } else {
-                store.clone()
-            },
+            store: Arc::new(Freezable(store.clone(), frozen.clone())),
             subjects: Subjects::default(),
             config: Arc::new(Config::default()),
         };
@@ -134,9 +126,16 @@ impl Harness {
             alice,
             bob,
             admin,
+            frozen,
             shutdown,
             _dir: dir,
         }
+    }
+
+    /// From now on the router's copy of the records hears of no write: it
+    /// lags behind the store as a copy whose watch is slow would.
+    pub fn freeze_copy(&self) {
+        self.frozen.store(true, Ordering::SeqCst);
     }
 
     /// Fires the router's shutdown token.
