@@ -48,11 +48,13 @@ fn is_live(op: kv::Operation) -> bool {
     matches!(op, kv::Operation::Put)
 }
 
-/// A delete or purge marker, as KV writes them (`KV-Operation: DEL|PURGE`).
+/// A delete or purge marker: one KV writes (`KV-Operation: DEL|PURGE`), or
+/// one the server writes when a key's TTL ends (`Nats-Marker-Reason`).
 fn is_delete(headers: Option<&async_nats::HeaderMap>) -> bool {
-    headers
-        .and_then(|h| h.get("KV-Operation"))
-        .is_some_and(|op| op.as_str() != "PUT")
+    headers.is_some_and(|h| {
+        h.get("KV-Operation").is_some_and(|op| op.as_str() != "PUT")
+            || h.get("Nats-Marker-Reason").is_some()
+    })
 }
 
 #[async_trait::async_trait]

@@ -50,11 +50,13 @@ pub(crate) async fn ask<Req: Serialize, T: DeserializeOwned>(
             Ok(reply) => reply,
             Err(e @ agenttier_bus::Error::NoResponders) => {
                 // What that means depends on the phase: the record as the
-                // store has it now, not this router's copy, says which.
+                // store has it now, not this router's copy, says which (the
+                // copy's, if the store cannot be read).
                 let key = Sandbox::key(&sbx.namespace, &sbx.name);
-                return Err(match ctx.records.fresh(&key).await? {
-                    Some(now) => bus_error(e, &now, serving),
-                    None => ApiError::sandbox_not_found(),
+                return Err(match ctx.records.fresh(&key).await {
+                    Ok(Some(now)) => bus_error(e, &now, serving),
+                    Ok(None) => ApiError::sandbox_not_found(),
+                    Err(_) => bus_error(e, sbx, serving),
                 });
             }
             Err(e) => return Err(bus_error(e, sbx, serving)),

@@ -277,8 +277,11 @@ pub(crate) async fn delete(
         true
     })
     .await?;
-    // So that this router's next read of it says `Deleting`.
-    ctx.records.fresh(&key).await?;
+    // So that this router's next read of it says `Deleting` (the delete is
+    // recorded whatever this read does: the watch brings it otherwise).
+    if let Err(e) = ctx.records.fresh(&key).await {
+        tracing::debug!(error = %e, "re-reading {key} after its delete");
+    }
     tracing::info!(namespace = %s.namespace, name = %s.name, "sandbox deletion requested");
     Ok(StatusCode::NO_CONTENT)
 }
