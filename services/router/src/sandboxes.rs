@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use agenttier_bus::model::{
-    Mode, Owner, Phase, Principal, Sandbox, SandboxStatus, Template, TemplateRef, is_dns_label,
-    now_rfc3339,
+    AgentConfigure, Mode, Owner, Phase, Principal, Sandbox, SandboxStatus, Template, TemplateRef,
+    is_dns_label, now_rfc3339,
 };
 use agenttier_bus::msg::{LifecycleEvent, SimpleRequest};
 use agenttier_bus::store::{self, get_json, to_bytes};
@@ -196,25 +196,55 @@ pub(crate) async fn create(
     ))
 }
 
-/// A sandbox as `GET /sandboxes/{id}` shows it.
-pub(crate) fn view(s: &Sandbox) -> Value {
-    let mut v = json!({
-        "sandboxId": s.name,
-        "name": s.name,
-        "namespace": s.namespace,
-        "status": s.status.phase.as_str(),
-        "mode": s.mode.as_str(),
-        "templateRef": s.template_ref.name,
-        "image": s.image,
-        "createdAt": s.created_at,
-        "message": s.status.message,
-        "createdBy": {"email": s.created_by.email, "displayName": s.created_by.display_name},
-        "lastActivityAt": s.status.last_activity_at.as_deref().unwrap_or(&s.created_at),
-    });
-    if let Some(ac) = &s.status.agent_configure {
-        v["agentConfigure"] = serde_json::to_value(ac).unwrap_or(Value::Null);
+/// A sandbox as `GET /sandboxes/{id}` shows it, serialized straight from
+/// the record (keys in the order a JSON map would sort them).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct View<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agent_configure: Option<&'a AgentConfigure>,
+    created_at: &'a str,
+    created_by: CreatedBy<'a>,
+    image: &'a str,
+    last_activity_at: &'a str,
+    message: &'a str,
+    mode: &'static str,
+    name: &'a str,
+    namespace: &'a str,
+    sandbox_id: &'a str,
+    status: &'static str,
+    template_ref: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CreatedBy<'a> {
+    display_name: &'a str,
+    email: &'a str,
+}
+
+pub(crate) fn view(s: &Sandbox) -> View<'_> {
+    View {
+        agent_configure: s.status.agent_configure.as_ref(),
+        created_at: &s.created_at,
+        created_by: CreatedBy {
+            display_name: &s.created_by.display_name,
+            email: &s.created_by.email,
+        },
+        image: &s.image,
+        last_activity_at: s
+            .status
+            .last_activity_at
+            .as_deref()
+            .unwrap_or(&s.created_at),
+        message: &s.status.message,
+        mode: s.mode.as_str(),
+        name: &s.name,
+        namespace: &s.namespace,
+        sandbox_id: &s.name,
+        status: s.status.phase.as_str(),
+        template_ref: &s.template_ref.name,
     }
-    v
 }
 
 pub(crate) async fn get(
@@ -224,7 +254,7 @@ pub(crate) async fn get(
     Query(q): Query<NsQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     let s = resolve(&ctx, &caller, &id, q.namespace.as_deref()).await?;
-    Ok(axum::Json(view(&s)))
+    Ok(axum::Json(view(&s)).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -246,16 +276,22 @@ pub(crate) async fn list(
         None => Sandbox::KEY_PREFIX.to_string(),
     };
     let status = q.status.filter(|s| !s.is_empty());
-    let mut out = Vec::new();
-    for s in ctx.records.list(&prefix).await? {
-        let status_ok = status
-            .as_deref()
-            .is_none_or(|st| st.eq_ignore_ascii_case(s.status.phase.as_str()));
-        if status_ok && caller.may_access(&s.created_by.sub) {
-            out.push(view(&s));
-        }
+    let records = ctx.records.list(&prefix).await?;
+    let sandboxes: Vec<View<'_>> = records
+        .iter()
+        .filter(|s| {
+            status
+                .as_deref()
+                .is_none_or(|st| st.eq_ignore_ascii_case(s.status.phase.as_str()))
+                && caller.may_access(&s.created_by.sub)
+        })
+        .map(|s| view(s))
+        .collect();
+    #[derive(Serialize)]
+    struct Listed<'a> {
+        sandboxes: Vec<View<'a>>,
     }
-    Ok(axum::Json(json!({ "sandboxes": out })))
+    Ok(axum::Json(Listed { sandboxes }).into_response())
 }
 
 /// Marks the sandbox `Deleting`; its executor (or the controller, for one
