@@ -32,6 +32,19 @@ async fn listed(c: &Client) -> Vec<String> {
     names
 }
 
+/// Waits until `c` answers 404 for `name`; panics with its last answer.
+async fn until_gone(c: &Client, name: &str) {
+    assert!(
+        wait_for(CONVERGE, || async {
+            c.get_sandbox(name).await.status == 404
+        })
+        .await,
+        "{} still shows {:?}",
+        c.base(),
+        c.get_sandbox(name).await
+    );
+}
+
 async fn every_router_reads_what_another_wrote(sys: &mut dyn System) {
     let (a, b) = router_pair(sys);
 
@@ -75,14 +88,7 @@ async fn every_router_reads_what_another_wrote(sys: &mut dyn System) {
         "right after the delete, A shows {r:?}"
     );
     // B follows: gone from GET, list and invoke.
-    assert!(
-        wait_for(CONVERGE, || async {
-            b.get_sandbox("rec-a").await.status == 404
-        })
-        .await,
-        "B still shows {:?}",
-        b.get_sandbox("rec-a").await
-    );
+    until_gone(&b, "rec-a").await;
     assert!(
         wait_for(CONVERGE, || async { listed(&b).await == ["team-r/rec-b"] }).await,
         "B lists {:?}",
@@ -130,12 +136,5 @@ async fn every_router_follows_the_records_after_nats_restarts() {
         listed(&b).await
     );
     a.delete("rn-a").await.expect(204);
-    assert!(
-        wait_for(CONVERGE, || async {
-            b.get_sandbox("rn-a").await.status == 404
-        })
-        .await,
-        "B still shows {:?}",
-        b.get_sandbox("rn-a").await
-    );
+    until_gone(&b, "rn-a").await;
 }

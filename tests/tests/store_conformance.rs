@@ -350,13 +350,15 @@ async fn modify_under_concurrent_writers_loses_no_update(s: Arc<dyn Store>) {
             let s = s.clone();
             tokio::spawn(async move {
                 for _ in 0..EACH {
+                    let before = s.get("counters.c").await.unwrap().unwrap().revision;
                     let written = store::modify::<u64, _>(&*s, "counters.c", |n| {
                         *n += 1;
                         true
                     })
                     .await
                     .expect("modify");
-                    assert!(written.is_some());
+                    let (_, rev) = written.expect("the key exists");
+                    assert!(rev > before, "the revision written, not the one read");
                 }
             })
         })
@@ -375,7 +377,11 @@ async fn modify_under_concurrent_writers_loses_no_update(s: Arc<dyn Store>) {
     let left = store::modify::<u64, _>(&*s, "counters.c", |_| false)
         .await
         .unwrap();
-    assert_eq!(left, Some(TASKS * EACH));
+    assert_eq!(
+        left,
+        Some((TASKS * EACH, rev)),
+        "the value left, at its revision"
+    );
     assert_eq!(s.get("counters.c").await.unwrap().unwrap().revision, rev);
     let missing = store::modify::<u64, _>(&*s, "counters.none", |_| true)
         .await

@@ -109,9 +109,10 @@ pub fn to_bytes<T: Serialize>(value: &T) -> Bytes {
 }
 
 /// Reads `key`, applies `f`, and writes back with compare-and-set, retrying
-/// on conflicts. `f` returning `None` leaves the key as it is. Returns the
-/// value written (or left), or `None` when the key does not exist.
-pub async fn modify<T, F>(store: &dyn Store, key: &str, mut f: F) -> Result<Option<T>>
+/// on conflicts. `f` returning `false` leaves the key as it is. Returns the
+/// value written (or left) with its revision, or `None` when the key does
+/// not exist.
+pub async fn modify<T, F>(store: &dyn Store, key: &str, mut f: F) -> Result<Option<(T, u64)>>
 where
     T: Serialize + DeserializeOwned,
     F: FnMut(&mut T) -> bool,
@@ -121,10 +122,10 @@ where
             return Ok(None);
         };
         if !f(&mut value) {
-            return Ok(Some(value));
+            return Ok(Some((value, rev)));
         }
         match store.update(key, to_bytes(&value), rev).await {
-            Ok(_) => return Ok(Some(value)),
+            Ok(written) => return Ok(Some((value, written))),
             Err(Error::Conflict(_)) => continue,
             Err(e) => return Err(e),
         }

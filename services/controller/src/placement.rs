@@ -122,7 +122,7 @@ async fn place_pending(store: &dyn Store, view: &mut View, window: Duration) {
         })
         .await;
         match placed {
-            Ok(Some(s)) => {
+            Ok(Some((s, _))) => {
                 view.sandboxes.insert(key, (s.status.node, s.status.phase));
             }
             Ok(None) => {

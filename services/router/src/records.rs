@@ -20,8 +20,8 @@
 //!   back, every read goes to the store.
 //!
 //! Only the watch adds records to the copy or removes them; a read from the
-//! store only brings a record the copy holds up to a later revision. So a
-//! read racing a delete cannot put back a record the watch has removed (no
+//! store, or this router's own write, only brings a record the copy holds up
+//! to a later revision. So one racing a delete cannot put back a record the watch has removed (no
 //! later event would take it out again), and a copy rebuilt after the watch
 //! broke holds exactly the new snapshot.
 
@@ -69,7 +69,7 @@ impl View {
     }
 
     /// Brings a record the copy holds up to `revision` (a read from the
-    /// store); a record it does not hold stays out.
+    /// store, or this router's write); a record it does not hold stays out.
     fn refresh(&mut self, key: &str, revision: u64, sandbox: Arc<Sandbox>) {
         if let Some(c) = self.by_key.get_mut(key)
             && c.revision < revision
@@ -132,6 +132,12 @@ impl Records {
         self.view_mut()
             .refresh(key, entry.revision, sandbox.clone());
         Ok(Some(sandbox))
+    }
+
+    /// A record this router wrote at `revision`: the copy holds it from now
+    /// if it held the record before (see the module's note).
+    pub(crate) fn wrote(&self, key: &str, revision: u64, sandbox: Sandbox) {
+        self.view_mut().refresh(key, revision, Arc::new(sandbox));
     }
 
     /// Every readable record under `prefix` (a prefix of

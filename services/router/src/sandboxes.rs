@@ -304,7 +304,7 @@ pub(crate) async fn delete(
 ) -> Result<impl IntoResponse, ApiError> {
     let s = resolve(&ctx, &caller, &id, q.namespace.as_deref()).await?;
     let key = Sandbox::key(&s.namespace, &s.name);
-    store::modify::<Sandbox, _>(ctx.store.as_ref(), &key, |r| {
+    let marked = store::modify::<Sandbox, _>(ctx.store.as_ref(), &key, |r| {
         if r.status.phase == Phase::Deleting {
             return false;
         }
@@ -313,10 +313,9 @@ pub(crate) async fn delete(
         true
     })
     .await?;
-    // So that this router's next read of it says `Deleting` (the delete is
-    // recorded whatever this read does: the watch brings it otherwise).
-    if let Err(e) = ctx.records.fresh(&key).await {
-        tracing::debug!(error = %e, "re-reading {key} after its delete");
+    // So that this router's next read of it says `Deleting`.
+    if let Some((record, revision)) = marked {
+        ctx.records.wrote(&key, revision, record);
     }
     tracing::info!(namespace = %s.namespace, name = %s.name, "sandbox deletion requested");
     Ok(StatusCode::NO_CONTENT)
