@@ -111,15 +111,18 @@ impl Records {
     /// The record under `key`: this router's copy, or the store's when it
     /// has none.
     pub(crate) async fn get(&self, key: &str) -> store::Result<Option<Arc<Sandbox>>> {
-        {
-            let view = self.view();
-            if view.synced
-                && let Some(c) = view.by_key.get(key)
-            {
-                return Ok(Some(c.sandbox.clone()));
-            }
+        match self.held(key) {
+            Some(s) => Ok(Some(s)),
+            None => self.fresh(key).await,
         }
-        self.fresh(key).await
+    }
+
+    /// The record under `key` if the copy (synced) holds it; no store read.
+    pub(crate) fn held(&self, key: &str) -> Option<Arc<Sandbox>> {
+        let view = self.view();
+        view.synced
+            .then(|| view.by_key.get(key).map(|c| c.sandbox.clone()))
+            .flatten()
     }
 
     /// The record under `key` as the store has it now (and this router's copy

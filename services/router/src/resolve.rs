@@ -45,20 +45,28 @@ pub(crate) async fn resolve(
     if !is_dns_label(name) {
         return Err(ApiError::sandbox_not_found());
     }
-    let first_ns = namespace.unwrap_or(DEFAULT_NAMESPACE);
-    if let Some(s) = ctx.records.get(&Sandbox::key(first_ns, name)).await?
-        && caller.may_access(&s.created_by.sub)
-    {
+    let mine = |s: &Arc<Sandbox>| caller.may_access(&s.created_by.sub);
+    if let Some(ns) = namespace {
+        return match ctx.records.get(&Sandbox::key(ns, name)).await? {
+            Some(s) if mine(&s) => Ok(s),
+            _ => Err(ApiError::sandbox_not_found()),
+        };
+    }
+    // The copy first, `default` then the other namespaces; the store only
+    // when the copy has nothing (a sandbox created a moment ago elsewhere),
+    // so a name outside `default` costs no store read per request.
+    let key = Sandbox::key(DEFAULT_NAMESPACE, name);
+    if let Some(s) = ctx.records.held(&key).filter(mine) {
         return Ok(s);
     }
-    if namespace.is_some() {
-        return Err(ApiError::sandbox_not_found());
-    }
     match pick(ctx.records.named(name, false).await?, caller, name) {
-        // Not in this router's copy (yet): ask the store.
-        Err(ApiError::NotFound(_)) => pick(ctx.records.named(name, true).await?, caller, name),
-        found => found,
+        Err(ApiError::NotFound(_)) => {}
+        found => return found,
     }
+    if let Some(s) = ctx.records.fresh(&key).await?.filter(mine) {
+        return Ok(s);
+    }
+    pick(ctx.records.named(name, true).await?, caller, name)
 }
 
 /// The rule for a name given without a namespace, over every record named
