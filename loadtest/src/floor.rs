@@ -69,9 +69,11 @@ pub async fn spawn(
 }
 
 /// `argv` wrapped the way the executor runs an entrypoint under
-/// isolation: `prlimit` (when installed) around `bwrap` with the host's
-/// system directories read-only, `workspace` at `/workspace`, new
-/// namespaces and no network. `None` without `bwrap`.
+/// isolation: `bwrap` with the host's system directories read-only,
+/// `workspace` at `/workspace`, new namespaces and no network. `None`
+/// without `bwrap`. (The executor also holds the sandbox's first process
+/// until it has set its resource limits, a few system calls: this floor
+/// leaves that out, so it is a lower bound.)
 pub fn isolated(argv: &[String], workspace: &Path) -> Option<Vec<String>> {
     let on_path = |bin: &str| {
         std::env::var_os("PATH")
@@ -81,9 +83,6 @@ pub fn isolated(argv: &[String], workspace: &Path) -> Option<Vec<String>> {
         return None;
     }
     let mut a: Vec<String> = Vec::new();
-    if on_path("prlimit") {
-        a.extend(["prlimit", "--nofile=4096:4096", "--core=0:0", "--"].map(String::from));
-    }
     a.extend(
         [
             "bwrap",

@@ -106,6 +106,29 @@ print("processes", "SUCCEEDED" if len(pids) > 10 else "blocked", len(pids))
         "{line}"
     );
 
+    // Every run starts under its resource limits (both soft and hard).
+    let run = run_script(
+        &c,
+        "iso-a",
+        "print(open('/proc/self/limits').read(), end='')\n",
+    )
+    .await;
+    let limits = run.lines("stdout");
+    let limit = |name: &str| {
+        let line = limits
+            .iter()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in {limits:?}"));
+        let fields: Vec<&str> = line[name.len()..].split_whitespace().collect();
+        (fields[0].to_string(), fields[1].to_string())
+    };
+    let both = |v: &str| (v.to_string(), v.to_string());
+    assert_eq!(limit("Max open files"), both("4096"));
+    assert_eq!(limit("Max core file size"), both("0"));
+    assert_eq!(limit("Max file size"), both("4294967296"));
+    let (soft, hard) = limit("Max processes");
+    assert!(soft == hard && soft.parse::<u64>().is_ok(), "{soft} {hard}");
+
     // The private /tmp is a bounded tmpfs (512 MiB): filling it fails with
     // ENOSPC, and the run goes on.
     let tmp = "import os

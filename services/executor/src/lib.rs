@@ -14,6 +14,7 @@ mod events;
 mod files;
 mod hostview;
 mod launch;
+mod limits;
 mod listener;
 pub mod output;
 mod persist;
@@ -208,7 +209,7 @@ pub async fn run(
         max_disk_bytes: args.sandbox_max_disk_mib.saturating_mul(1024 * 1024),
     };
     let runtime =
-        runtime::Runtime::new(args.isolation, &sandboxes_dir, &args.sandbox_ro_binds, caps)?;
+        runtime::Runtime::new(args.isolation, &sandboxes_dir, &args.sandbox_ro_binds, caps).await?;
     let actors = system::Actors::start(2).map_err(Error::Actors)?;
     let node = Arc::new(Node {
         bus,

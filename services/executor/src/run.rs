@@ -100,7 +100,11 @@ pub async fn run(
     capture: bool,
 ) -> Outcome {
     let started = Instant::now();
-    let mut child = match rt.command(spec).spawn() {
+    let launched = match rt.command(spec) {
+        Ok(launch) => launch.spawn().await,
+        Err(e) => Err(e),
+    };
+    let mut child = match launched {
         Ok(c) => c,
         Err(e) => {
             return Outcome {

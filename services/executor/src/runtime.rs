@@ -14,6 +14,9 @@ use std::sync::Arc;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
+use rustix::process::Resource;
+
+use crate::limits::{Gate, Limit};
 
 /// Where a sandbox's workspace appears inside it.
 pub const WORKSPACE: &str = "/workspace";
@@ -64,8 +67,6 @@ pub struct Runtime {
     isolation: Isolation,
     /// `--ro-bind`/`--symlink` arguments for the host view ([`crate::hostview`]).
     host_args: Vec<String>,
-    /// `prlimit` options every run starts under, when `prlimit` is there.
-    rlimits: Option<Vec<String>>,
     path: String,
     /// This uid's processes, counted at most [`NPROC_RECOUNT`] ago.
     uid_processes: Arc<Fresh<u64>>,
@@ -77,27 +78,17 @@ pub struct Runtime {
 
 impl Runtime {
     /// Checks that the isolation asked for works here.
-    pub fn new(
+    pub async fn new(
         isolation: Isolation,
         data_dir: &Path,
         extra_ro: &[PathBuf],
         caps: Caps,
     ) -> Result<Self, Error> {
         let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
-        let prlimit = std::process::Command::new("prlimit")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !prlimit {
-            tracing::warn!("prlimit (util-linux) not found: sandbox runs get no resource limits");
-        }
         let rt = Self {
             caps,
             isolation,
             host_args: crate::hostview::args(&path, extra_ro, &[data_dir.to_path_buf()]),
-            rlimits: prlimit.then(rlimits),
             path,
             uid_processes: Arc::new(Fresh::new(NPROC_RECOUNT)),
             sampler: Default::default(),
@@ -108,14 +99,26 @@ impl Runtime {
             if !rt.tmp_size {
                 tracing::warn!("this bwrap has no --size: a sandbox's /tmp is not bounded");
             }
-            let probe = std::process::Command::new("bwrap")
-                .args(rt.bwrap_args(data_dir, false, WORKSPACE))
-                .arg("true")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .output()
-                .map_err(|e| Error::BwrapMissing(e.to_string()))?;
+            // A run as every run starts: under its limits, held and released.
+            let argv = ["true".to_string()];
+            let env = BTreeMap::new();
+            let spec = Spec {
+                workspace: data_dir,
+                argv: &argv,
+                env: &env,
+                network: false,
+                cwd: WORKSPACE,
+            };
+            let failed = |e: std::io::Error| Error::BwrapMissing(e.to_string());
+            let mut launch = rt.command(&spec).map_err(failed)?;
+            launch.cmd.stdin(Stdio::null()).stdout(Stdio::null());
+            let probe = launch
+                .spawn()
+                .await
+                .map_err(failed)?
+                .wait_with_output()
+                .await
+                .map_err(failed)?;
             if !probe.status.success() {
                 return Err(Error::BwrapMissing(
                     String::from_utf8_lossy(&probe.stderr).trim().to_string(),
@@ -181,22 +184,20 @@ impl Runtime {
         a
     }
 
-    /// A command for `spec`, in its own process group, with piped stdio.
-    pub fn command(&self, spec: &Spec<'_>) -> tokio::process::Command {
+    /// A command for `spec`, in its own process group, with piped stdio;
+    /// under bubblewrap it starts held, and [`Launch::spawn`] releases it
+    /// under its limits.
+    pub fn command(&self, spec: &Spec<'_>) -> std::io::Result<Launch> {
+        let mut gate = None;
         let mut cmd = match self.isolation {
             Isolation::Bwrap => {
-                let bwrap = which("bwrap");
-                let mut c = match &self.rlimits {
-                    Some(limits) => {
-                        let mut c = tokio::process::Command::new(which("prlimit"));
-                        c.args(limits).arg(self.nproc_limit()).arg("--").arg(bwrap);
-                        c
-                    }
-                    None => tokio::process::Command::new(bwrap),
-                };
+                let g = Gate::new()?;
+                let mut c = tokio::process::Command::new(which("bwrap"));
                 c.args(self.bwrap_args(spec.workspace, spec.network, spec.cwd));
+                c.args(g.bwrap_args());
                 c.arg("--");
                 c.args(spec.argv);
+                gate = Some((g, self.limits()));
                 c
             }
             Isolation::None => {
@@ -225,20 +226,26 @@ impl Runtime {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        cmd
+        Ok(Launch { cmd, gate })
     }
 }
 
-/// Limits each process of a run starts with (inherited by its children):
-/// open files, the size of any one file written, no core dumps.
-fn rlimits() -> Vec<String> {
-    const NOFILE: u64 = 4096;
-    const FSIZE: u64 = 4 * 1024 * 1024 * 1024;
-    vec![
-        format!("--nofile={NOFILE}:{NOFILE}"),
-        format!("--fsize={FSIZE}:{FSIZE}"),
-        "--core=0:0".into(),
-    ]
+/// A sandboxed command, ready to start.
+pub struct Launch {
+    /// Stdio may still be changed (a terminal's PTY).
+    pub cmd: tokio::process::Command,
+    gate: Option<(Gate, Vec<Limit>)>,
+}
+
+impl Launch {
+    /// Starts it; under bubblewrap, returns once its first process holds
+    /// its limits and has been let go.
+    pub async fn spawn(mut self) -> std::io::Result<tokio::process::Child> {
+        match self.gate {
+            Some((gate, limits)) => gate.spawn(&mut self.cmd, &limits).await,
+            None => crate::limits::spawn(&mut self.cmd),
+        }
+    }
 }
 
 /// Signals every process of the run's process group.
@@ -285,10 +292,21 @@ impl Runtime {
     /// [`NPROC_RECOUNT`] old: a scan of `/proc` costs about as much as the
     /// rest of a spawn, and the limit is shared with every other process of
     /// the uid anyway (the watchdog holds each run to its own budget).
-    fn nproc_limit(&self) -> String {
-        let mine = self.uid_processes.with(uid_processes, |n| *n);
-        let n = mine + u64::from(self.caps.max_processes);
-        format!("--nproc={n}:{n}")
+    ///
+    /// Besides: open files, the size of any one file written, no core dumps.
+    fn limits(&self) -> Vec<Limit> {
+        const NOFILE: u64 = 4096;
+        const FSIZE: u64 = 4 * 1024 * 1024 * 1024;
+        let nproc =
+            self.uid_processes.with(uid_processes, |n| *n) + u64::from(self.caps.max_processes);
+        [
+            (Resource::Nproc, nproc),
+            (Resource::Nofile, NOFILE),
+            (Resource::Fsize, FSIZE),
+            (Resource::Core, 0),
+        ]
+        .map(|(resource, value)| Limit { resource, value })
+        .to_vec()
     }
 }
 

@@ -90,10 +90,18 @@ pub(crate) async fn open(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
         network: plan.network,
         cwd: WORKSPACE,
     };
-    let mut cmd = node.runtime.command(&spec);
     let slave = |s: &OwnedFd| s.try_clone().map(Stdio::from);
-    let child = match (slave(&pty.slave), slave(&pty.slave), slave(&pty.slave)) {
-        (Ok(i), Ok(o), Ok(e)) => cmd.stdin(i).stdout(o).stderr(e).spawn(),
+    let child = match (
+        node.runtime.command(&spec),
+        slave(&pty.slave),
+        slave(&pty.slave),
+        slave(&pty.slave),
+    ) {
+        (Ok(mut launch), Ok(i), Ok(o), Ok(e)) => {
+            launch.cmd.stdin(i).stdout(o).stderr(e);
+            launch.spawn().await
+        }
+        (Err(e), ..) => Err(e),
         _ => Err(std::io::Error::other("cannot share the PTY")),
     };
     let (mut child, reader, writer) = match (child, pty.master.try_clone()) {
@@ -281,18 +289,20 @@ fn read_pty(mut master: File, tx: mpsc::Sender<Vec<u8>>) {
 async fn resize(slave: &OwnedFd, cols: u16, rows: u16) {
     let Ok(fd) = slave.try_clone() else { return };
     let ws = winsize(cols, rows);
-    let r = tokio::process::Command::new("stty")
-        .args([
-            "cols",
-            &ws.ws_col.to_string(),
-            "rows",
-            &ws.ws_row.to_string(),
-        ])
-        .stdin(Stdio::from(fd))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .await;
+    let mut stty = tokio::process::Command::new("stty");
+    stty.args([
+        "cols",
+        &ws.ws_col.to_string(),
+        "rows",
+        &ws.ws_row.to_string(),
+    ])
+    .stdin(Stdio::from(fd))
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    let r = match crate::limits::spawn(&mut stty) {
+        Ok(mut child) => child.wait().await,
+        Err(e) => Err(e),
+    };
     if !r.is_ok_and(|s| s.success()) {
         tracing::debug!("resizing a terminal failed");
     }
