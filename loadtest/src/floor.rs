@@ -4,12 +4,14 @@
 //! request/reply round trip, and an HTTP round trip to a trivial axum
 //! handler served from this process.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agenttier_bus::Bus as _;
+use agenttier_executor::runtime::{Caps, Isolation, Runtime, Spec, WORKSPACE};
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -19,21 +21,73 @@ use crate::check::{Digest, Output};
 use crate::stats::{ErrorKind, Sample};
 use crate::{Error, Result};
 
+/// How a floor starts the entrypoint.
+pub enum Spawner {
+    /// Directly (`floor:spawn`, `floor:stream`).
+    Plain,
+    /// With the executor's own runtime (`floor:spawn-bwrap`): the same
+    /// bubblewrap arguments, host view, environment and resource limits as
+    /// a run, and nothing of the executor around it (no actor, no bus, no
+    /// events).
+    Isolated {
+        runtime: Runtime,
+        workspace: PathBuf,
+    },
+}
+
+impl Spawner {
+    /// The executor's runtime with `workspace` at `/workspace`; `None`
+    /// where bubblewrap is not usable.
+    pub async fn isolated(workspace: &Path) -> Option<Self> {
+        let caps = Caps {
+            max_processes: 256,
+            max_memory_bytes: 1 << 30,
+            max_disk_bytes: 10 << 30,
+        };
+        let runtime = Runtime::new(Isolation::Bwrap, workspace, &[], caps)
+            .await
+            .ok()?;
+        Some(Self::Isolated {
+            runtime,
+            workspace: workspace.to_path_buf(),
+        })
+    }
+
+    async fn start(&self, argv: &[String]) -> std::io::Result<tokio::process::Child> {
+        match self {
+            Spawner::Plain => tokio::process::Command::new(&argv[0])
+                .args(&argv[1..])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn(),
+            Spawner::Isolated { runtime, workspace } => {
+                let env = BTreeMap::new();
+                let spec = Spec {
+                    workspace,
+                    argv,
+                    env: &env,
+                    network: false,
+                    cwd: WORKSPACE,
+                };
+                let mut launch = runtime.command(&spec)?;
+                launch.cmd.stderr(Stdio::null());
+                launch.spawn().await
+            }
+        }
+    }
+}
+
 /// Runs `argv` once with `stdin`, reads its stdout to the end and waits;
 /// returns the sample and what it wrote (lines, bytes, digest).
 pub async fn spawn(
+    how: &Spawner,
     argv: &[String],
     stdin: Bytes,
 ) -> std::result::Result<(Sample, Output), ErrorKind> {
     let started = Instant::now();
-    let mut child = tokio::process::Command::new(&argv[0])
-        .args(&argv[1..])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|_| ErrorKind::Local)?;
+    let mut child = how.start(argv).await.map_err(|_| ErrorKind::Local)?;
     let mut input = child.stdin.take().ok_or(ErrorKind::Local)?;
     let writer = tokio::spawn(async move {
         let _ = input.write_all(&stdin).await;
@@ -66,70 +120,6 @@ pub async fn spawn(
         },
         out,
     ))
-}
-
-/// `argv` wrapped the way the executor runs an entrypoint under
-/// isolation: `bwrap` with the host's system directories read-only,
-/// `workspace` at `/workspace`, new namespaces and no network. `None`
-/// without `bwrap`. (The executor also holds the sandbox's first process
-/// until it has set its resource limits, a few system calls: this floor
-/// leaves that out, so it is a lower bound.)
-pub fn isolated(argv: &[String], workspace: &Path) -> Option<Vec<String>> {
-    let on_path = |bin: &str| {
-        std::env::var_os("PATH")
-            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
-    };
-    if !on_path("bwrap") {
-        return None;
-    }
-    let mut a: Vec<String> = Vec::new();
-    a.extend(
-        [
-            "bwrap",
-            "--die-with-parent",
-            "--unshare-pid",
-            "--unshare-ipc",
-            "--unshare-uts",
-            "--unshare-user",
-            "--uid",
-            "1000",
-            "--gid",
-            "1000",
-            "--hostname",
-            "sandbox",
-            "--unshare-net",
-        ]
-        .map(String::from),
-    );
-    for link in ["/bin", "/sbin", "/lib", "/lib64"] {
-        match std::fs::read_link(link) {
-            Ok(target) => a.extend([
-                "--symlink".into(),
-                target.display().to_string(),
-                link.into(),
-            ]),
-            Err(_) if Path::new(link).is_dir() => {
-                a.extend(["--ro-bind".into(), link.into(), link.into()])
-            }
-            Err(_) => {}
-        }
-    }
-    for dir in ["/usr", "/etc", "/opt"]
-        .iter()
-        .filter(|d| Path::new(d).is_dir())
-    {
-        a.extend(["--ro-bind".into(), dir.to_string(), dir.to_string()]);
-    }
-    a.extend(
-        [
-            "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--bind",
-        ]
-        .map(String::from),
-    );
-    a.extend([workspace.display().to_string(), "/workspace".into()]);
-    a.extend(["--chdir", "/workspace", "--"].map(String::from));
-    a.extend(argv.iter().cloned());
-    Some(a)
 }
 
 /// A trivial axum app on 127.0.0.1:0 in this process; returns its URL.

@@ -71,6 +71,16 @@ async fn tiny_invoke_and_stream_runs_pass_their_own_checks() {
         .row("floor:spawn", "c=2")
         .expect("the spawn floor was measured");
     assert_eq!(floor.error_count(), 0, "{floor:?}");
+    // The suite's machines have bubblewrap (the system needs it): the
+    // isolated floor, through the executor's runtime, must run clean too.
+    let isolated = report
+        .row("floor:spawn-bwrap", "c=2")
+        .expect("the isolated spawn floor was measured");
+    assert_eq!(
+        (isolated.ok, isolated.error_count()),
+        (20, 0),
+        "{isolated:?}"
+    );
     assert!(
         row.procs.iter().any(|p| p.label == "up"),
         "the server's CPU was read"

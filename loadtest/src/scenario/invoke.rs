@@ -44,11 +44,14 @@ pub(super) async fn run(ctx: &Ctx, report: &mut Report) -> Result<()> {
     );
     let workspace = std::env::temp_dir().join(format!("agenttier-loadtest-{}", ctx.run_id));
     std::fs::create_dir_all(&workspace)?;
-    let isolated = floor::isolated(&argv, &workspace).map(Arc::new);
+    let isolated = match ctx.args.no_floors {
+        true => None,
+        false => floor::Spawner::isolated(&workspace).await.map(Arc::new),
+    };
     if isolated.is_none() && !ctx.args.no_floors {
         report
             .notes
-            .push("floor:spawn-bwrap not measured: bwrap is not on PATH".into());
+            .push("floor:spawn-bwrap not measured: bubblewrap is not usable here".into());
     }
     let nats = match (&ctx.args.nats, ctx.args.no_floors) {
         (Some(url), false) => Some(Arc::new(floor::NatsPair::connect(url, &ctx.run_id).await?)),
@@ -81,11 +84,11 @@ pub(super) async fn run(ctx: &Ctx, report: &mut Report) -> Result<()> {
         if ctx.args.no_floors {
             continue;
         }
-        let spawner = |argv: Arc<Vec<String>>, plain: Arc<Vec<String>>| {
+        let spawner = |how: Arc<floor::Spawner>, argv: Arc<Vec<String>>| {
             move |_w: usize, i: u64| {
-                let (argv, (stdin, expect)) = (argv.clone(), request(&plain, i));
+                let (how, argv, (stdin, expect)) = (how.clone(), argv.clone(), request(&argv, i));
                 async move {
-                    let (sample, out) = floor::spawn(&argv, stdin.clone()).await?;
+                    let (sample, out) = floor::spawn(&how, &argv, stdin.clone()).await?;
                     match expect {
                         Expect::Stdout(want) if want.len() as u64 != out.bytes => {
                             Err(ErrorKind::WrongOutput)
@@ -102,7 +105,7 @@ pub(super) async fn run(ctx: &Ctx, report: &mut Report) -> Result<()> {
                 &case,
                 c,
                 budget,
-                spawner(argv.clone(), argv.clone()),
+                spawner(Arc::new(floor::Spawner::Plain), argv.clone()),
             )
             .await;
         report.rows.push(row);

@@ -103,7 +103,8 @@ pub(super) async fn run(ctx: &Ctx, report: &mut Report) -> Result<()> {
                 move |_, _| {
                     let (argv, stdin) = (argv.clone(), stdin.clone());
                     async move {
-                        let (sample, out) = floor::spawn(&argv, stdin).await?;
+                        let (sample, out) =
+                            floor::spawn(&floor::Spawner::Plain, &argv, stdin).await?;
                         if out != want {
                             return Err(ErrorKind::WrongOutput);
                         }
