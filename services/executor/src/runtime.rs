@@ -286,14 +286,14 @@ impl Runtime {
 }
 
 impl Runtime {
-    /// `RLIMIT_NPROC` counts every process of the real uid, and sandboxed
-    /// processes run as the executor's uid: the limit is what that uid runs
-    /// now plus the run's own budget. "Now" is a count at most
+    /// The limits a run starts under (inherited by everything it starts):
+    /// open files, the size of any one file written, no core dumps, and
+    /// processes. `RLIMIT_NPROC` counts every process of the real uid, and
+    /// sandboxed processes run as the executor's uid: the limit is what that
+    /// uid runs now plus the run's own budget. "Now" is a count at most
     /// [`NPROC_RECOUNT`] old: a scan of `/proc` costs about as much as the
     /// rest of a spawn, and the limit is shared with every other process of
     /// the uid anyway (the watchdog holds each run to its own budget).
-    ///
-    /// Besides: open files, the size of any one file written, no core dumps.
     fn limits(&self) -> Vec<Limit> {
         const NOFILE: u64 = 4096;
         const FSIZE: u64 = 4 * 1024 * 1024 * 1024;
