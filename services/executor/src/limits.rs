@@ -8,8 +8,9 @@
 //! executor's profile at c=64.)
 //!
 //! The process is never released without its limits: when they cannot be
-//! set, its whole process group is killed before the hold is let go (bwrap
-//! goes on when the descriptor closes, not only when a byte arrives).
+//! set, or the spawn is given up half-way (its future dropped), its whole
+//! process group is killed before the hold is let go (bwrap goes on when
+//! the descriptor closes, not only when a byte arrives).
 //!
 //! The two descriptors bwrap inherits must not reach any other child: they
 //! are inheritable only while [`SPAWN`] is held, and every spawn of the
@@ -102,22 +103,51 @@ impl Gate {
             drop((info_child, block_child));
             child?
         };
-        let pgid = child.id();
-        let limited = match tokio::time::timeout(INFO_TIMEOUT, child_pid(info)).await {
-            Ok(Ok(pid)) => set(pid, limits),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(std::io::Error::other(
-                "bwrap did not name the sandbox's process in time",
-            )),
+        // From here until it is let go, anything that ends this (an error,
+        // or this future dropped) kills the group before the hold is gone.
+        let held = Held {
+            pgid: child.id().and_then(|p| i32::try_from(p).ok()),
+            release: Some(release),
         };
-        if let Err(e) = limited {
-            if let Some(pgid) = pgid.and_then(|p| i32::try_from(p).ok()) {
+        let pid = match tokio::time::timeout(INFO_TIMEOUT, child_pid(info)).await {
+            Ok(pid) => pid?,
+            Err(_) => {
+                return Err(std::io::Error::other(
+                    "bwrap did not name the sandbox's process in time",
+                ));
+            }
+        };
+        set(pid, limits)?;
+        held.let_go()?;
+        Ok(child)
+    }
+}
+
+/// A process group whose sandbox is held: dropped without [`Held::let_go`],
+/// it kills the group first and only then closes the hold (whose closing
+/// alone would let the sandbox go on).
+struct Held {
+    pgid: Option<i32>,
+    release: Option<OwnedFd>,
+}
+
+impl Held {
+    fn let_go(mut self) -> std::io::Result<()> {
+        match self.release.take() {
+            Some(fd) => std::fs::File::from(fd).write_all(b"1"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(fd) = self.release.take() {
+            if let Some(pgid) = self.pgid {
                 let _ = killpg(nix::unistd::Pid::from_raw(pgid), Signal::SIGKILL);
             }
-            return Err(e);
+            drop(fd);
         }
-        std::fs::File::from(release).write_all(b"1")?;
-        Ok(child)
     }
 }
 
@@ -208,6 +238,24 @@ mod tests {
         assert!(status.success());
         let limit = std::fs::read_to_string(&mark).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(limit.trim(), "321");
+    }
+
+    #[tokio::test]
+    async fn a_spawn_given_up_while_held_never_lets_the_process_go_on() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let mark = dir.path().join("limit");
+        let gate = Gate::new().unwrap_or_else(|e| panic!("{e}"));
+        // Names the process only after 5 s: the caller gives up before.
+        let mut cmd = fake_bwrap(&gate, r#"$(sleep 5){\"child-pid\": $!}"#, &mark);
+        let limits = limits();
+        let spawn = gate.spawn(&mut cmd, &limits);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), spawn)
+                .await
+                .is_err()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!mark.exists(), "went on without its limits");
     }
 
     #[tokio::test]
