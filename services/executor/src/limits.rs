@@ -174,13 +174,20 @@ async fn child_pid(info: OwnedFd) -> std::io::Result<i32> {
     }
 }
 
+/// Sets `limits` on `pid`, each at most the executor's own hard limit
+/// (which the process inherited): raising one needs a privilege the
+/// executor may not have, and a run is never started with more anyway.
 fn set(pid: i32, limits: &[Limit]) -> std::io::Result<()> {
     let pid = rustix::process::Pid::from_raw(pid)
         .ok_or_else(|| std::io::Error::other("bwrap named process 0"))?;
     for l in limits {
+        let value = match rustix::process::getrlimit(l.resource).maximum {
+            Some(hard) => l.value.min(hard),
+            None => l.value,
+        };
         let both = Rlimit {
-            current: Some(l.value),
-            maximum: Some(l.value),
+            current: Some(value),
+            maximum: Some(value),
         };
         rustix::process::prlimit(Some(pid), l.resource, both)?;
     }
@@ -238,6 +245,30 @@ mod tests {
         assert!(status.success());
         let limit = std::fs::read_to_string(&mark).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(limit.trim(), "321");
+    }
+
+    #[tokio::test]
+    async fn a_limit_above_the_executors_own_is_lowered_to_it() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let mark = dir.path().join("limit");
+        let gate = Gate::new().unwrap_or_else(|e| panic!("{e}"));
+        let mut cmd = fake_bwrap(&gate, r#"{\"child-pid\": $!}"#, &mark);
+        // Beyond any hard limit (and the kernel's `nr_open`): refused
+        // outright if asked for as is.
+        let huge = [Limit {
+            resource: Resource::Nofile,
+            value: u64::MAX - 1,
+        }];
+        let mut child = gate
+            .spawn(&mut cmd, &huge)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(child.wait().await.is_ok_and(|s| s.success()));
+        let ours = rustix::process::getrlimit(Resource::Nofile)
+            .maximum
+            .map_or("unlimited".to_string(), |n| n.to_string());
+        let limit = std::fs::read_to_string(&mark).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(limit.trim(), ours);
     }
 
     #[tokio::test]
