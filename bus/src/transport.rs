@@ -270,6 +270,9 @@ mod tests {
         assert!(!subject_matches("a.>", "a"));
         assert!(!subject_matches("a.b", "a.b.c"));
         assert!(subject_matches("a.b.c", "a.b.c"));
+        assert!(!subject_matches("a.b.c", "a.b.cd"));
+        assert!(subject_matches(">", "a"));
+        assert!(!subject_matches("*", "a.b"));
     }
 
     #[test]
@@ -291,6 +294,14 @@ mod tests {
         assert!(validate_subject("a.b\u{0B}", false).is_err());
         assert!(validate_subject("a.b\u{2003}c", false).is_err());
         assert!(validate_subject("a.é.c", false).is_ok());
+        assert!(validate_subject(".", false).is_err());
+        assert!(validate_subject("*", true).is_ok());
+        assert!(validate_subject(">", true).is_ok());
+        assert!(validate_subject("a.*.>", true).is_ok());
+        assert!(validate_subject("a.**", true).is_err());
+        assert!(validate_subject("a.>>", true).is_err());
+        assert!(validate_subject("a.*b", true).is_err());
+        assert!(validate_subject("a.>.", true).is_err());
     }
 
     #[test]
