@@ -95,13 +95,16 @@ impl Gate {
         } = self;
         let child = {
             let _held = SPAWN.lock().unwrap_or_else(|p| p.into_inner());
-            for fd in [&info_child, &block_child] {
-                fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty()))?;
-            }
-            let child = cmd.spawn();
-            // Closed while the lock is held: the next spawn must not get them.
-            drop((info_child, block_child));
-            child?
+            // Moved in after the lock, so dropped before it on every path:
+            // the next spawn must not get them.
+            let ends = [info_child, block_child];
+            let spawned = ends
+                .iter()
+                .try_for_each(|fd| fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty())).map(drop))
+                .map_err(std::io::Error::from)
+                .and_then(|()| cmd.spawn());
+            drop(ends);
+            spawned?
         };
         // From here until it is let go, anything that ends this (an error,
         // or this future dropped) kills the group before the hold is gone.
