@@ -39,6 +39,8 @@ impl Spawner {
     /// The executor's runtime with `workspace` at `/workspace`; `None`
     /// where bubblewrap is not usable.
     pub async fn isolated(workspace: &Path) -> Option<Self> {
+        // The executor's default caps (only the process budget reaches a
+        // spawn: it sets `RLIMIT_NPROC`).
         let caps = Caps {
             max_processes: 256,
             max_memory_bytes: 1 << 30,
