@@ -69,7 +69,7 @@ pub struct Runtime {
     host_args: Vec<String>,
     path: String,
     /// This uid's processes, counted at most [`NPROC_RECOUNT`] ago.
-    uid_processes: Arc<UidCount>,
+    uid_processes: Arc<Fresh<u64>>,
     sampler: Arc<Sampler>,
     meter: Arc<crate::disk::Meter>,
     /// Whether bwrap takes `--size` (0.8 and later): `/tmp` is then bounded.
@@ -90,7 +90,7 @@ impl Runtime {
             isolation,
             host_args: crate::hostview::args(&path, extra_ro, &[data_dir.to_path_buf()]),
             path,
-            uid_processes: Default::default(),
+            uid_processes: Arc::new(Fresh::new(NPROC_RECOUNT)),
             sampler: Default::default(),
             meter: Default::default(),
             tmp_size: isolation == Isolation::Bwrap && bwrap_takes_size(),
@@ -290,14 +290,15 @@ impl Runtime {
     /// open files, the size of any one file written, no core dumps, and
     /// processes. `RLIMIT_NPROC` counts every process of the real uid, and
     /// sandboxed processes run as the executor's uid: the limit is what that
-    /// uid runs now plus the run's own budget. "Now" is a recent count
-    /// ([`UidCount`]): a scan of `/proc` costs about as much as the rest of
-    /// a spawn, and the limit is shared with every other process of the uid
-    /// anyway (the watchdog holds each run to its own budget).
+    /// uid runs now plus the run's own budget. "Now" is a count at most
+    /// [`NPROC_RECOUNT`] old: a scan of `/proc` costs about as much as the
+    /// rest of a spawn, and the limit is shared with every other process of
+    /// the uid anyway (the watchdog holds each run to its own budget).
     fn limits(&self) -> Vec<Limit> {
         const NOFILE: u64 = 4096;
         const FSIZE: u64 = 4 * 1024 * 1024 * 1024;
-        let nproc = self.uid_processes.get() + u64::from(self.caps.max_processes);
+        let nproc =
+            self.uid_processes.with(uid_processes, |n| *n) + u64::from(self.caps.max_processes);
         [
             (Resource::Nproc, nproc),
             (Resource::Nofile, NOFILE),
@@ -309,57 +310,8 @@ impl Runtime {
     }
 }
 
-/// A count of the executor's uid's processes older than this is recounted
-/// (in the background, while spawns go on with it).
+/// How old the count of the executor's uid's processes may be.
 const NPROC_RECOUNT: std::time::Duration = std::time::Duration::from_millis(250);
-/// A count older than this is never used: the spawn recounts first.
-const NPROC_STALE: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// The count of this uid's processes, kept off the spawn path: a spawn
-/// reads the last count; one older than [`NPROC_RECOUNT`] is recounted on
-/// the blocking pool meanwhile (one recount at a time), and one older than
-/// [`NPROC_STALE`] (no spawn for a while) is recounted before it is used.
-/// So a busy executor never scans `/proc` while starting a run, and no
-/// count used is more than a second old.
-#[derive(Debug, Default)]
-struct UidCount {
-    last: std::sync::Mutex<Option<(std::time::Instant, u64)>>,
-    counting: std::sync::atomic::AtomicBool,
-}
-
-impl UidCount {
-    fn get(self: &Arc<Self>) -> u64 {
-        let last = *self.last.lock().unwrap_or_else(|p| p.into_inner());
-        match last {
-            Some((at, n)) if at.elapsed() < NPROC_RECOUNT => n,
-            Some((at, n)) if at.elapsed() < NPROC_STALE && self.recount_later() => n,
-            _ => self.recount(),
-        }
-    }
-
-    fn recount(&self) -> u64 {
-        let n = uid_processes();
-        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((std::time::Instant::now(), n));
-        n
-    }
-
-    /// Starts a recount on the blocking pool (unless one is under way);
-    /// `false` outside a runtime, where the caller recounts itself.
-    fn recount_later(self: &Arc<Self>) -> bool {
-        use std::sync::atomic::Ordering;
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return false;
-        };
-        if !self.counting.swap(true, Ordering::AcqRel) {
-            let me = self.clone();
-            rt.spawn_blocking(move || {
-                me.recount();
-                me.counting.store(false, Ordering::Release);
-            });
-        }
-        true
-    }
-}
 
 /// The processes of this process's real uid (from `/proc`).
 fn uid_processes() -> u64 {
@@ -523,37 +475,4 @@ fn which(bin: &'static str) -> PathBuf {
                 .unwrap_or_else(|| PathBuf::from(bin))
         })
         .clone()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::{Duration, Instant};
-
-    fn aged(count: &UidCount, age: Duration, n: u64) {
-        *count.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now() - age, n));
-    }
-
-    #[tokio::test]
-    async fn a_spawn_reads_a_recent_count_and_a_recount_follows_in_the_background() {
-        // No real count: this uid does not run that many processes.
-        const FAKE: u64 = u64::MAX / 2;
-        let count = Arc::new(UidCount::default());
-        // No count yet: counted at once (this test runs as some uid).
-        assert!(count.get() > 0);
-        // Fresh: used as it is.
-        aged(&count, Duration::ZERO, FAKE);
-        assert_eq!(count.get(), FAKE);
-        // Due for a recount: still used, and recounted meanwhile.
-        aged(&count, NPROC_RECOUNT + Duration::from_millis(10), FAKE);
-        assert_eq!(count.get(), FAKE);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while count.get() == FAKE {
-            assert!(Instant::now() < deadline, "no recount in the background");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        // Too old to be used: recounted before it is.
-        aged(&count, NPROC_STALE, FAKE);
-        assert_ne!(count.get(), FAKE);
-    }
 }
