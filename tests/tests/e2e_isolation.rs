@@ -187,11 +187,21 @@ time.sleep(3)
         "the workspace held {:?} MiB when the fill was stopped (quota 256 MiB)",
         full.lines("stdout")
     );
-    let clear = run_script(
-        &c,
+    // The run that clears it must do so before the watchdog's first look
+    // (250 ms): `rm` rather than Python, whose start alone can take that
+    // long on a loaded 2-core machine (it did, in CI).
+    c.configure(
         "iso-a",
-        "import shutil\nshutil.rmtree('/workspace/fill')\n",
+        &json!({"entrypoint": ["rm", "-rf", "/workspace/fill"]}),
     )
     .await;
+    let clear = c.invoke("iso-a", "", &[("timeout", "60s")]).await;
     assert_eq!(exit_cause(&clear), ("completed".into(), "".into()));
+    let check = "import os\nprint(os.path.exists('/workspace/fill'))\n";
+    let after = run_script(&c, "iso-a", check).await;
+    assert_eq!(
+        after.lines("stdout"),
+        ["False"],
+        "the workspace was not cleared"
+    );
 }
