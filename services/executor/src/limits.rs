@@ -214,11 +214,21 @@ mod tests {
         ]
     }
 
-    /// A stand-in for bwrap: starts the "sandbox" (a subshell that waits
-    /// on the block descriptor, then writes its open-files limit to
-    /// `mark`), says `info` on the info descriptor (`$!` is the subshell),
-    /// and waits for it, as bwrap waits for its child.
-    fn fake_bwrap(gate: &Gate, info: &str, mark: &std::path::Path) -> Command {
+    /// A gate and a stand-in for bwrap: it starts the "sandbox" (a
+    /// subshell that waits on the block descriptor, then writes its
+    /// open-files limit to `mark`), says `info` on the info descriptor (`$!`
+    /// is the subshell), and waits for it, as bwrap waits for its child.
+    struct Fake {
+        _dir: tempfile::TempDir,
+        mark: std::path::PathBuf,
+        gate: Gate,
+        cmd: Command,
+    }
+
+    fn fake(info: &str) -> Fake {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let mark = dir.path().join("limit");
+        let gate = Gate::new().unwrap_or_else(|e| panic!("{e}"));
         let [_, i, _, b] = gate.bwrap_args();
         let script = format!(
             "( exec {i}>&-; head -c1 <&{b} >/dev/null; exec {b}<&-; ulimit -n > {mark} ) & \
@@ -231,56 +241,60 @@ mod tests {
             .arg(script)
             .process_group(0)
             .kill_on_drop(true);
-        cmd
+        Fake {
+            _dir: dir,
+            mark,
+            gate,
+            cmd,
+        }
+    }
+
+    /// What the "sandbox" of a fake that names it writes, once spawned
+    /// through the gate with `limits`.
+    async fn open_files_limit(limits: &[Limit]) -> String {
+        let Fake {
+            _dir,
+            mark,
+            gate,
+            mut cmd,
+        } = fake(r#"{\"child-pid\": $!}"#);
+        let mut child = gate
+            .spawn(&mut cmd, limits)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(child.wait().await.is_ok_and(|s| s.success()));
+        let limit = std::fs::read_to_string(&mark).unwrap_or_else(|e| panic!("{e}"));
+        limit.trim().to_string()
     }
 
     #[tokio::test]
     async fn the_named_process_goes_on_only_with_its_limits() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let mark = dir.path().join("limit");
-        let gate = Gate::new().unwrap_or_else(|e| panic!("{e}"));
-        let mut cmd = fake_bwrap(&gate, r#"{\"child-pid\": $!}"#, &mark);
-        let mut child = gate
-            .spawn(&mut cmd, &limits())
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let status = child.wait().await.unwrap_or_else(|e| panic!("{e}"));
-        assert!(status.success());
-        let limit = std::fs::read_to_string(&mark).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(limit.trim(), "321");
+        assert_eq!(open_files_limit(&limits()).await, "321");
     }
 
     #[tokio::test]
     async fn a_limit_above_the_executors_own_is_lowered_to_it() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let mark = dir.path().join("limit");
-        let gate = Gate::new().unwrap_or_else(|e| panic!("{e}"));
-        let mut cmd = fake_bwrap(&gate, r#"{\"child-pid\": $!}"#, &mark);
         // Beyond any hard limit (and the kernel's `nr_open`): refused
         // outright if asked for as is.
         let huge = [Limit {
             resource: Resource::Nofile,
             value: u64::MAX - 1,
         }];
-        let mut child = gate
-            .spawn(&mut cmd, &huge)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert!(child.wait().await.is_ok_and(|s| s.success()));
         let ours = rustix::process::getrlimit(Resource::Nofile)
             .maximum
             .map_or("unlimited".to_string(), |n| n.to_string());
-        let limit = std::fs::read_to_string(&mark).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(limit.trim(), ours);
+        assert_eq!(open_files_limit(&huge).await, ours);
     }
 
     #[tokio::test]
     async fn a_spawn_given_up_while_held_never_lets_the_process_go_on() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let mark = dir.path().join("limit");
-        let gate = Gate::new().unwrap_or_else(|e| panic!("{e}"));
         // Names the process only after 5 s: the caller gives up before.
-        let mut cmd = fake_bwrap(&gate, r#"$(sleep 5){\"child-pid\": $!}"#, &mark);
+        let Fake {
+            _dir,
+            mark,
+            gate,
+            mut cmd,
+        } = fake(r#"$(sleep 5){\"child-pid\": $!}"#);
         let limits = limits();
         let spawn = gate.spawn(&mut cmd, &limits);
         assert!(
@@ -294,18 +308,19 @@ mod tests {
 
     #[tokio::test]
     async fn a_process_whose_limits_cannot_be_set_never_goes_on() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         for info in [
             r#"{\"child-pid\": 0}"#,          // not a process
             r#"{\"child-pid\": 2147483646}"#, // nobody's
             r#"{\"child\": 1}"#,              // not what bwrap says
             "",                               // nothing at all
         ] {
-            let mark = dir.path().join("limit");
-            let gate = Gate::new().unwrap_or_else(|e| panic!("{e}"));
-            let mut cmd = fake_bwrap(&gate, info, &mark);
-            let pgid = gate.spawn(&mut cmd, &limits()).await;
-            assert!(pgid.is_err(), "{info}");
+            let Fake {
+                _dir,
+                mark,
+                gate,
+                mut cmd,
+            } = fake(info);
+            assert!(gate.spawn(&mut cmd, &limits()).await.is_err(), "{info}");
             // Its process group was killed before the hold was let go: the
             // "sandbox" never writes the mark.
             tokio::time::sleep(Duration::from_millis(300)).await;
