@@ -208,6 +208,7 @@ pub async fn run(
         max_memory_bytes: args.sandbox_max_memory_mib.saturating_mul(1024 * 1024),
         max_disk_bytes: args.sandbox_max_disk_mib.saturating_mul(1024 * 1024),
     };
+    limits::sweep_leftovers(&sandboxes_dir);
     let runtime =
         runtime::Runtime::new(args.isolation, &sandboxes_dir, &args.sandbox_ro_binds, caps).await?;
     let actors = system::Actors::start(2).map_err(Error::Actors)?;

@@ -197,6 +197,40 @@ fn set(pid: i32, limits: &[Limit]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Kills what an earlier executor on `data_dir` left behind: bwrap
+/// processes that bind a directory under it. One killed in bwrap's first
+/// moments can leave the sandbox's first process waiting forever for a
+/// bwrap that died writing to `--info-fd` (it never ran the command); every
+/// other sandbox dies with its executor (`--die-with-parent`). Called
+/// before this executor starts any: whatever matches is a leftover.
+pub fn sweep_leftovers(data_dir: &std::path::Path) -> usize {
+    let under = format!("{}/", data_dir.display());
+    let mut killed = 0;
+    for pid in crate::runtime::proc_pids() {
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let mut args = cmdline.split(|b| *b == 0).map(String::from_utf8_lossy);
+        let is_bwrap = args.next().is_some_and(|a| {
+            std::path::Path::new(a.as_ref()).file_name() == Some("bwrap".as_ref())
+        });
+        if is_bwrap
+            && args.any(|a| a.starts_with(&under))
+            && let Ok(pid) = i32::try_from(pid)
+            && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).is_ok()
+        {
+            killed += 1;
+        }
+    }
+    if killed > 0 {
+        tracing::warn!(
+            killed,
+            "killed sandbox processes an earlier executor left behind"
+        );
+    }
+    killed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,5 +360,37 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(300)).await;
             assert!(!mark.exists(), "{info}: went on without its limits");
         }
+    }
+
+    #[tokio::test]
+    async fn leftovers_under_the_data_directory_are_swept_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let bin = dir.path().join("bwrap");
+        std::fs::copy("/bin/bash", &bin).unwrap_or_else(|e| panic!("{e}"));
+        let data = dir.path().join("data");
+        // Looks like a held sandbox of this data directory, and like one of
+        // another; each waits on its stdin, with no process of its own.
+        let held = |bind: std::path::PathBuf| {
+            Command::new(&bin)
+                .args(["-c", "read -r _", "--bind"])
+                .arg(bind)
+                .arg("/workspace")
+                .stdin(std::process::Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let mut ours = held(data.join("sandboxes/default/a/workspace"));
+        let mut other = held(dir.path().join("elsewhere/workspace"));
+        assert_eq!(sweep_leftovers(&data), 1);
+        let status = tokio::time::timeout(Duration::from_secs(10), ours.wait())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9)
+        );
+        assert!(other.try_wait().unwrap_or_else(|e| panic!("{e}")).is_none());
     }
 }

@@ -408,7 +408,7 @@ fn process_groups() -> Groups {
     groups
 }
 
-fn proc_pids() -> impl Iterator<Item = u32> {
+pub(crate) fn proc_pids() -> impl Iterator<Item = u32> {
     std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
