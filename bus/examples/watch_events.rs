@@ -20,7 +20,9 @@
 //! Delivery on core NATS is at most once: a watcher that is slow or
 //! disconnected misses messages. Invoke events carry `seq`, so a gap is
 //! visible (this example reports it); a consumer that must not lose events
-//! asks the executor for them on `agenttier.inv.<id>.replay`.
+//! asks the executor for them on `agenttier.inv.<id>.replay` (while the run
+//! lives and for 10 s after), or later on its sandbox's
+//! `agenttier.sbx.<ns>.<name>.replay` (`docs/bus.md`).
 
 use std::collections::HashMap;
 

@@ -17,6 +17,7 @@ pub enum Verb {
     InstallLog,
     Invokes,
     Terminal,
+    Replay,
 }
 
 impl Verb {
@@ -33,6 +34,7 @@ impl Verb {
             Verb::InstallLog => "installlog",
             Verb::Invokes => "invokes",
             Verb::Terminal => "terminal",
+            Verb::Replay => "replay",
         }
     }
 
@@ -49,6 +51,7 @@ impl Verb {
             "installlog" => Verb::InstallLog,
             "invokes" => Verb::Invokes,
             "terminal" => Verb::Terminal,
+            "replay" => Verb::Replay,
             _ => return None,
         })
     }
@@ -224,6 +227,7 @@ mod tests {
             Verb::InstallLog,
             Verb::Invokes,
             Verb::Terminal,
+            Verb::Replay,
         ] {
             assert_eq!(Verb::parse(v.as_str()), Some(v));
         }

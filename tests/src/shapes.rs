@@ -13,6 +13,10 @@ use crate::process::{Proc, random_api_key};
 /// short here so abandonment can be tested, yet longer than the 5 s between
 /// a router's `attached` messages).
 pub const CLIENT_GRACE: &str = "8s";
+/// How long after an invoke ends its own `inv.<id>.replay` is answered in the
+/// harness (10 s by default; short here, so most resumes of finished runs go
+/// through the sandbox's `replay` subject, as they do in production).
+pub const REPLAY_TAIL: &str = "2s";
 /// The workspace quota the harness runs executors with, in MiB (small, so a
 /// disk-fill probe meets it quickly).
 pub const SANDBOX_DISK_MIB: &str = "256";
@@ -139,6 +143,8 @@ impl Embedded {
             arg(dirs.manifests()),
             arg("--client-grace"),
             arg(CLIENT_GRACE),
+            arg("--replay-tail"),
+            arg(REPLAY_TAIL),
             arg("--sandbox-max-disk-mib"),
             arg(SANDBOX_DISK_MIB),
         ];
@@ -245,6 +251,8 @@ impl Distributed {
                 arg(dirs.data()),
                 arg("--client-grace"),
                 arg(CLIENT_GRACE),
+                arg("--replay-tail"),
+                arg(REPLAY_TAIL),
                 arg("--sandbox-max-disk-mib"),
                 arg(SANDBOX_DISK_MIB),
             ],

@@ -61,12 +61,26 @@ pub struct Attached {
     pub delivered: Option<u64>,
 }
 
-/// `inv.<id>.replay`: the retained events with `seq > after`.
+/// `inv.<id>.replay` (while the run lives and for a short tail after its
+/// end): the retained events with `seq > after`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplayRequest {
     pub after: u64,
     /// At most this many events in one reply (the reply stays under 1 MiB).
+    pub limit: u32,
+}
+
+/// `sbx.<ns>.<name>.replay`: as [`ReplayRequest`], for one of the sandbox's
+/// invokes, running or finished within the retention, asked by a caller who
+/// may see it. Answered with `Reply<ReplayReply>`; an invoke the sandbox does
+/// not know (or not the caller's) is refused with 404.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxReplayRequest {
+    pub invoke_id: String,
+    pub caller: Principal,
+    pub after: u64,
     pub limit: u32,
 }
 

@@ -21,7 +21,10 @@ pub use configure::{
 };
 pub use control::{CancelRequest, Heartbeat, LifecycleEvent, SimpleRequest, StatusReply};
 pub use event::{Event, EventKind, ExitData, ExitReason, GapData, LogData, StartData};
-pub use invoke::{Attached, InvokeAccepted, InvokeRequest, ReplayReply, ReplayRequest, StdinAck};
+pub use invoke::{
+    Attached, InvokeAccepted, InvokeRequest, ReplayReply, ReplayRequest, SandboxReplayRequest,
+    StdinAck,
+};
 
 use serde::{Deserialize, Serialize};
 

@@ -16,6 +16,7 @@ use agenttier_bus::model::{
 use agenttier_bus::msg::{ExitReason, Rejection};
 use tokio_util::sync::CancellationToken;
 
+use crate::events::EventLog;
 use crate::state::{AgentState, Dirs};
 
 mod code;
@@ -59,6 +60,7 @@ struct Running {
     owner: String,
     started_at: u64,
     cancel: CancellationToken,
+    log: EventLog,
 }
 
 pub struct SandboxActor {
@@ -187,6 +189,9 @@ pub struct Admit {
     pub timeout: Option<Duration>,
     pub stdin_len: u64,
     pub idempotency_key: Option<String>,
+    /// Where the run's events will go: replayable through the actor while
+    /// the run is remembered.
+    pub log: EventLog,
 }
 
 /// A new run to start, or the run an earlier request with the same
@@ -258,6 +263,7 @@ impl Handler<Admit> for SandboxActor {
                 owner: m.caller.sub,
                 started_at,
                 cancel: cancel.clone(),
+                log: m.log,
             },
         );
         Ok(Admission::Run(RunPlan {
@@ -298,6 +304,7 @@ impl Handler<RunEnded> for SandboxActor {
                 started_at: r.started_at,
                 reason: m.reason,
                 ended: std::time::Instant::now(),
+                log: r.log,
             });
         }
     }
@@ -313,6 +320,7 @@ pub struct Remember {
     pub started_at: u64,
     pub reason: ExitReason,
     pub age: Duration,
+    pub log: EventLog,
 }
 
 impl Handler<Remember> for SandboxActor {
@@ -329,6 +337,7 @@ impl Handler<Remember> for SandboxActor {
                 started_at: m.started_at,
                 reason: m.reason,
                 ended: now.checked_sub(m.age).unwrap_or(now),
+                log: m.log,
             });
         }
     }
@@ -361,6 +370,49 @@ impl Handler<Cancel> for SandboxActor {
             Some(f) if m.caller.may_access(&f.owner) => Ok(()),
             _ => Err(unknown()),
         }
+    }
+}
+
+/// The event log of one of the sandbox's invokes, running or remembered,
+/// for a caller who may see it (`sbx.<ns>.<name>.replay`).
+#[derive(Message)]
+#[rtype(result = "Result<EventLog, Rejection>")]
+pub struct ReplayOf {
+    pub caller: Principal,
+    pub invoke_id: String,
+}
+
+impl Handler<ReplayOf> for SandboxActor {
+    type Result = Result<EventLog, Rejection>;
+
+    fn handle(&mut self, m: ReplayOf, _: &mut Context<Self>) -> Self::Result {
+        if !m.caller.may_access(&self.record.created_by.sub) {
+            return Err(Rejection::not_found());
+        }
+        self.history.expire();
+        let found = match self.running.get(&m.invoke_id) {
+            Some(r) => Some((&r.owner, &r.log)),
+            None => self.history.get(&m.invoke_id).map(|f| (&f.owner, &f.log)),
+        };
+        match found {
+            Some((owner, log)) if m.caller.may_access(owner) => Ok(log.clone()),
+            // As the router words it: an invoke id is no capability.
+            _ => Err(Rejection::new(404, "not_found").message("invoke not found")),
+        }
+    }
+}
+
+/// Forgets the finished invokes past their retention (the executor sends
+/// it now and then, so an idle sandbox lets go of their events too).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Expire;
+
+impl Handler<Expire> for SandboxActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Expire, _: &mut Context<Self>) {
+        self.history.expire();
     }
 }
 

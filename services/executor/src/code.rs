@@ -22,6 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use crate::Node;
 use crate::actor::{AdmitExec, AdmitFiles, ExecEnded};
+use crate::events::EventLog;
 use crate::files::{Target, Workspace};
 use crate::launch;
 use crate::listener::{Hosted, decode, flatten, reply};
@@ -49,14 +50,20 @@ pub(crate) async fn exec(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
         Err(rej) => return reply::<()>(&node, &msg, Err(rej)).await,
     };
     let id = req.exec_id.clone();
+    let log = EventLog::new(
+        node.bus.clone(),
+        node.subjects.exec_events(&id),
+        &node.retention,
+    );
     let subjects = launch::Subjects {
-        events: node.subjects.exec_events(&id),
         replay: node.subjects.exec_replay(&id),
+        replay_for: crate::events::RETENTION,
         stdin: node.subjects.exec_stdin(&id),
         // Nobody waiting for the result (the client left) ends the run.
         attached: Some(node.subjects.exec_attached(&id)),
     };
-    let launched = launch::prepare(&node, &id, subjects, req.stdin.clone(), req.stdin_len).await;
+    let launched =
+        launch::prepare(&node, &id, log, subjects, req.stdin.clone(), req.stdin_len).await;
 
     let accepted = ExecAccepted {
         exec_id: id.clone(),

@@ -289,8 +289,8 @@ impl EventLog {
 
     /// The reply to a replay request: a [`ReplayReply`](agenttier_bus::msg::ReplayReply)
     /// written from the retained JSON.
-    pub fn replay(&self, req: &ReplayRequest) -> Bytes {
-        self.reply(req.after, req.limit.max(1) as usize, REPLY_BYTES, 0)
+    pub fn replay(&self, after: u64, limit: u32) -> Bytes {
+        self.reply(after, limit.max(1) as usize, REPLY_BYTES, 0)
     }
 
     /// The newest retained events, about `max_bytes` of them but at least the
@@ -370,19 +370,9 @@ impl EventLog {
     }
 
     /// Answers `subject` (the run's replay subject) until `stop` fires and
-    /// then for [`RETENTION`] more.
-    /// Subscribes before it returns, so a replay asked right after is answered.
+    /// then for `keep` more. Subscribes before it returns, so a replay asked
+    /// right after is answered.
     pub async fn serve_replay(
-        &self,
-        subject: String,
-        stop: CancellationToken,
-    ) -> agenttier_bus::Result<()> {
-        self.serve_replay_for(subject, stop, RETENTION).await
-    }
-
-    /// As [`serve_replay`](Self::serve_replay), for `keep` after `stop`
-    /// (a run reloaded from disk keeps what is left of its retention).
-    pub async fn serve_replay_for(
         &self,
         subject: String,
         stop: CancellationToken,
@@ -402,7 +392,7 @@ impl EventLog {
                     msg = sub.next() => {
                         let Some(msg) = msg else { break };
                         let Ok(req) = msg.json::<ReplayRequest>() else { continue };
-                        let reply = log.replay(&req);
+                        let reply = log.replay(req.after, req.limit);
                         let _ = agenttier_bus::respond_encoded(log.bus.as_ref(), &msg, reply).await;
                     }
                 }
@@ -428,7 +418,7 @@ mod tests {
     }
 
     fn replay(log: &EventLog, after: u64, limit: u32) -> ReplayReply {
-        serde_json::from_slice(&log.replay(&ReplayRequest { after, limit })).unwrap()
+        serde_json::from_slice(&log.replay(after, limit)).unwrap()
     }
 
     #[tokio::test]

@@ -17,10 +17,12 @@ use crate::listener::{Hosted, receive_stdin, watch_attached};
 use crate::run::{Limits, Outcome, run};
 use crate::runtime::Spec;
 
-/// The subjects of one run.
+/// The subjects of one run (its events go where its [`EventLog`] publishes).
 pub(crate) struct Subjects {
-    pub events: String,
     pub replay: String,
+    /// How long after the end `replay` is still answered (an invoke's
+    /// finished events stay replayable on its sandbox's subject instead).
+    pub replay_for: std::time::Duration,
     pub stdin: String,
     /// `None` for a detached run: nobody needs to stay attached.
     pub attached: Option<String>,
@@ -30,7 +32,7 @@ pub(crate) struct Subjects {
 pub(crate) struct Launched {
     id: String,
     log: EventLog,
-    /// Fires when the run has ended; replay is served for the retention after.
+    /// Fires when the run has ended; replay is served for `replay_for` after.
     done: CancellationToken,
     stdin: mpsc::Receiver<Bytes>,
     abandoned: CancellationToken,
@@ -38,19 +40,20 @@ pub(crate) struct Launched {
     kept_for: Option<String>,
 }
 
-/// Subscribes everything the run needs before anyone is told it started:
-/// replay, stdin beyond the `first` bytes (`total` in all), attachment.
+/// Subscribes everything the run (whose events go to `log`) needs before
+/// anyone is told it started: replay, stdin beyond the `first` bytes (`total`
+/// in all), attachment.
 pub(crate) async fn prepare(
     node: &Arc<Node>,
     id: &str,
+    log: EventLog,
     s: Subjects,
     first: Bytes,
     total: u64,
 ) -> Launched {
     let bus = node.bus.clone();
-    let log = EventLog::new(bus.clone(), s.events, &node.retention);
     let done = CancellationToken::new();
-    if let Err(e) = log.serve_replay(s.replay, done.clone()).await {
+    if let Err(e) = log.serve_replay(s.replay, done.clone(), s.replay_for).await {
         tracing::warn!(error = %e, "replay unavailable for {id}");
     }
 

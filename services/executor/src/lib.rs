@@ -79,6 +79,12 @@ pub struct Args {
     /// keeps at most 32 MiB); past it the oldest runs' oldest events go.
     #[arg(long, env = "AGENTTIER_RETAINED_EVENTS_MIB", default_value_t = 256)]
     pub retained_events_mib: usize,
+    /// How long after an invoke ends its own `inv.<id>.replay` subject is
+    /// still answered; for the rest of the retention its events are replayed
+    /// on the sandbox's subject (a subscription per finished run cost ~8 KiB
+    /// and a NATS subscription each).
+    #[arg(long, env = "AGENTTIER_REPLAY_TAIL", default_value = "10s", value_parser = duration_arg)]
+    pub replay_tail: Duration,
 }
 
 pub fn duration_arg(s: &str) -> Result<Duration, String> {
@@ -111,6 +117,8 @@ pub(crate) struct Node {
     pub name: String,
     pub data_dir: PathBuf,
     pub client_grace: Duration,
+    /// How long after an invoke's end `inv.<id>.replay` is answered.
+    pub replay_tail: Duration,
     /// Bounds the retained events of all runs together.
     pub retention: Arc<events::Budget>,
 }
@@ -220,11 +228,13 @@ pub async fn run(
         name: args.node.clone(),
         data_dir,
         client_grace: args.client_grace,
+        replay_tail: args.replay_tail,
         retention: events::Budget::new(args.retained_events_mib.saturating_mul(1024 * 1024)),
     });
     let mut hosted: HashMap<String, Entry> = HashMap::new();
     let mut watch = node.store.watch(Sandbox::KEY_PREFIX).await?;
     let mut beat = tokio::time::interval(Duration::from_secs(1));
+    let mut expire = tokio::time::interval(Duration::from_secs(60));
     tracing::info!(node = %node.name, isolation = ?args.isolation, "executor started");
     loop {
         tokio::select! {
@@ -232,6 +242,11 @@ pub async fn run(
             _ = beat.tick() => {
                 heartbeat(&node, hosted.len()).await;
                 revive(&node, &actors, &mut hosted).await;
+            }
+            _ = expire.tick() => {
+                for e in hosted.values() {
+                    e.hosted.handle.tell(actor::Expire);
+                }
             }
             ev = watch.next() => match ev {
                 Some(WatchEvent::Put { key, entry }) => match entry.decode::<Sandbox>(&key) {

@@ -7,7 +7,8 @@ use std::time::Duration;
 use agenttier_bus::model::{Phase, Sandbox};
 use agenttier_bus::msg::{
     Attached, CancelRequest, ConfigureAccepted, ConfigureRequest, EventKind, ExitReason,
-    InvokeAccepted, InvokeRequest, OFFSET_HEADER, Rejection, Reply, SimpleRequest, StdinAck,
+    InvokeAccepted, InvokeRequest, OFFSET_HEADER, Rejection, Reply, SandboxReplayRequest,
+    SimpleRequest, StdinAck,
 };
 use agenttier_bus::subject::Verb;
 use agenttier_bus::{Message, Subscription, respond_json, store};
@@ -20,7 +21,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Node;
 use crate::actor::{
-    Admission, Admit, BeginConfigure, Cancel, EndConfigure, Handle, Query, RunEnded, SetPhase,
+    Admission, Admit, BeginConfigure, Cancel, EndConfigure, Handle, Query, ReplayOf, RunEnded,
+    SetPhase,
 };
 use crate::configure;
 use crate::events::EventLog;
@@ -76,6 +78,7 @@ async fn dispatch(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
         Some(Verb::Files) => return crate::code::files(node, sbx, msg).await,
         Some(Verb::Terminal) => return crate::terminal::open(node, sbx, msg).await,
         Some(Verb::Configure) => return configure(node, sbx, msg).await,
+        Some(Verb::Replay) => return replay(node, sbx, msg).await,
         Some(Verb::Cancel) => match decode::<CancelRequest>(&msg) {
             Ok(c) => flatten(
                 sbx.handle
@@ -126,6 +129,33 @@ async fn dispatch(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
     reply(&node, &msg, r).await;
 }
 
+/// `sbx.<ns>.<name>.replay`: the retained events of one of the sandbox's
+/// invokes, for as long as the actor remembers it (its own `inv.<id>.replay`
+/// is answered only while it runs and for the tail after).
+async fn replay(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
+    let req: SandboxReplayRequest = match decode(&msg) {
+        Ok(r) => r,
+        Err(e) => return reply::<()>(&node, &msg, Err(e)).await,
+    };
+    let found = sbx.handle.ask(ReplayOf {
+        caller: req.caller,
+        invoke_id: req.invoke_id,
+    });
+    let log = match flatten(found.await) {
+        Ok(log) => log,
+        Err(e) => return reply::<()>(&node, &msg, Err(e)).await,
+    };
+    // `{"ok": <ReplayReply>}`, around the retained JSON as it was published.
+    let events = log.replay(req.after, req.limit);
+    let mut body = Vec::with_capacity(events.len() + 8);
+    body.extend_from_slice(b"{\"ok\":");
+    body.extend_from_slice(&events);
+    body.push(b'}');
+    if let Err(e) = agenttier_bus::respond_encoded(node.bus.as_ref(), &msg, body.into()).await {
+        tracing::warn!(error = %e, subject = %msg.subject, "reply failed");
+    }
+}
+
 pub(crate) fn flatten<T>(r: Result<Result<T, Rejection>, Rejection>) -> Result<T, Rejection> {
     r.and_then(|r| r)
 }
@@ -135,7 +165,14 @@ async fn invoke(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
         Ok(r) => r,
         Err(e) => return reply::<()>(&node, &msg, Err(e)).await,
     };
+    let id = req.invoke_id.clone();
+    let log = EventLog::new(
+        node.bus.clone(),
+        node.subjects.invoke_events(&id),
+        &node.retention,
+    );
     let admit = Admit {
+        log: log.clone(),
         caller: req.caller.clone(),
         invoke_id: req.invoke_id.clone(),
         prompt: req.prompt.clone(),
@@ -177,19 +214,18 @@ async fn invoke(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
             return;
         }
     };
-    let id = req.invoke_id.clone();
     // The prompt is the stdin when the body is empty.
     let (first, total) = match req.prompt.as_ref().filter(|_| req.stdin_len == 0) {
         Some(p) => (Bytes::from(p.clone().into_bytes()), p.len() as u64),
         None => (req.stdin.clone(), req.stdin_len),
     };
     let subjects = launch::Subjects {
-        events: node.subjects.invoke_events(&id),
         replay: node.subjects.invoke_replay(&id),
+        replay_for: node.replay_tail,
         stdin: node.subjects.invoke_stdin(&id),
         attached: (!req.detach).then(|| node.subjects.invoke_attached(&id)),
     };
-    let launched = launch::prepare(&node, &id, subjects, first, total)
+    let launched = launch::prepare(&node, &id, log, subjects, first, total)
         .await
         .kept_for(req.caller.sub.clone());
 
@@ -345,6 +381,7 @@ async fn configure(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
         .serve_replay(
             node.subjects.configure_replay(&req.configure_id),
             done.clone(),
+            crate::events::RETENTION,
         )
         .await
     {

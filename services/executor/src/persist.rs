@@ -160,7 +160,7 @@ fn records(path: &Path, bytes: &[u8]) -> Vec<Saved> {
 }
 
 /// Reloads the sandbox's finished runs still within their retention: their
-/// replay is served again and the actor remembers them. Files with nothing
+/// the actor remembers them, and replays them on the sandbox's subject. Files with nothing
 /// retained go.
 pub async fn restore(node: &Arc<Node>, sbx: &Arc<Hosted>) {
     let dir = sbx.runs.dir.clone();
@@ -204,9 +204,9 @@ pub async fn restore(node: &Arc<Node>, sbx: &Arc<Hosted>) {
     saved_runs.sort_by_key(|s| s.header.ended_at);
     for saved in saved_runs {
         let age = Duration::from_millis(now_unix_ms().saturating_sub(saved.header.ended_at));
-        let Some(left) = RETENTION.checked_sub(age) else {
+        if age > RETENTION {
             continue;
-        };
+        }
         let id = saved.header.invoke_id.clone();
         let log = EventLog::restore(
             node.bus.clone(),
@@ -214,15 +214,6 @@ pub async fn restore(node: &Arc<Node>, sbx: &Arc<Hosted>) {
             &node.retention,
             saved.replay,
         );
-        let done = tokio_util::sync::CancellationToken::new();
-        done.cancel();
-        if let Err(e) = log
-            .serve_replay_for(node.subjects.invoke_replay(&id), done, left)
-            .await
-        {
-            tracing::warn!(error = %e, "replay of {id} unavailable after restart");
-            continue;
-        }
         let _ = sbx
             .handle
             .ask(Remember {
@@ -231,6 +222,7 @@ pub async fn restore(node: &Arc<Node>, sbx: &Arc<Hosted>) {
                 started_at: saved.header.started_at,
                 reason: saved.header.reason,
                 age,
+                log,
             })
             .await;
     }

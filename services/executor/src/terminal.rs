@@ -123,7 +123,11 @@ pub(crate) async fn open(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
     );
     let done = CancellationToken::new();
     if let Err(e) = log
-        .serve_replay(node.subjects.terminal_replay(&id), done.clone())
+        .serve_replay(
+            node.subjects.terminal_replay(&id),
+            done.clone(),
+            crate::events::RETENTION,
+        )
         .await
     {
         tracing::warn!(error = %e, "replay unavailable for {id}");

@@ -208,6 +208,8 @@ pub(crate) async fn exec(
         bus: ctx.bus.clone(),
         kind: Kind::Invoke {
             replay: ctx.subjects.exec_replay(&exec_id),
+            // An exec's own subject answers for the whole retention.
+            sandbox: None,
             attached: Some(ctx.subjects.exec_attached(&exec_id)),
             started_at: Some(accepted.started_at),
             invoke_id: exec_id,

@@ -9,8 +9,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use agenttier_bus::model::parse_duration;
+use agenttier_bus::model::{Principal, Sandbox};
 use agenttier_bus::msg::{
-    CHUNK_BYTES, CancelRequest, InvokeAccepted, InvokeRequest, SimpleRequest,
+    CHUNK_BYTES, CancelRequest, InvokeAccepted, InvokeRequest, ReplayReply, SandboxReplayRequest,
+    SimpleRequest,
 };
 use agenttier_bus::subject::Verb;
 
@@ -18,7 +20,7 @@ use crate::actor::{RUNNING, RUNNING_OR_STOPPED, ask};
 use crate::auth::Caller;
 use crate::code::{read_capped, send_chunks};
 use crate::error::{Json, Path, Query};
-use crate::relay::{self, Kind, Relay, ReplayError};
+use crate::relay::{self, Kind, Relay, SandboxReplay};
 use crate::resolve::{NsQuery, resolve};
 use crate::sse::sse;
 use crate::{ApiError, Ctx, is_id, new_id};
@@ -76,7 +78,7 @@ pub(crate) async fn invoke(
         .map_err(bus_unavailable)?;
     let req = InvokeRequest {
         invoke_id: invoke_id.clone(),
-        caller,
+        caller: caller.clone(),
         prompt: q.prompt,
         timeout_ms,
         detach,
@@ -88,7 +90,7 @@ pub(crate) async fn invoke(
     if accepted.invoke_id != invoke_id {
         // A retry of an earlier request: follow the invoke it started.
         tracing::info!(namespace = %sbx.namespace, name = %sbx.name, invoke_id = %accepted.invoke_id, "invoke retried with its Idempotency-Key");
-        return follow(&ctx, accepted.invoke_id, 0, detach).await;
+        return follow(&ctx, &sbx, caller, accepted.invoke_id, 0, detach).await;
     }
     tracing::info!(namespace = %sbx.namespace, name = %sbx.name, %invoke_id, "invoke accepted");
     if stdin.len() > CHUNK_BYTES {
@@ -102,6 +104,7 @@ pub(crate) async fn invoke(
         bus: ctx.bus.clone(),
         kind: Kind::Invoke {
             replay: ctx.subjects.invoke_replay(&invoke_id),
+            sandbox: Some(sandbox_replay(&ctx, &sbx, caller)),
             attached: (!detach).then(|| ctx.subjects.invoke_attached(&invoke_id)),
             started_at: Some(accepted.started_at),
             invoke_id,
@@ -195,34 +198,28 @@ pub(crate) async fn events(
             )
         })?,
     };
-    // Only an invoke of this sandbox that the caller may see: the actor knows
-    // which (running, and finished within the retention); invoke ids alone
-    // are no capability.
-    let list: serde_json::Value = ask(
-        &ctx,
-        &sbx,
-        Verb::Invokes,
-        &SimpleRequest {
-            caller: caller.clone(),
-            invoke_id: Some(invoke_id.clone()),
-        },
-        RUNNING_OR_STOPPED,
-    )
-    .await?;
-    let known = list["invokes"]
-        .as_array()
-        .is_some_and(|l| l.iter().any(|i| i["invokeId"] == invoke_id.as_str()));
-    if !known {
-        return Err(invoke_not_found());
-    }
     tracing::debug!(namespace = %sbx.namespace, name = %sbx.name, %invoke_id, after, "invoke stream resumed");
-    follow(&ctx, invoke_id, after, false).await
+    follow(&ctx, &sbx, caller, invoke_id, after, false).await
+}
+
+fn sandbox_replay(ctx: &Ctx, sbx: &Sandbox, caller: Principal) -> SandboxReplay {
+    SandboxReplay {
+        subject: ctx
+            .subjects
+            .sandbox(&sbx.namespace, &sbx.name, Verb::Replay),
+        caller,
+    }
 }
 
 /// Streams an existing invoke from after `after`: subscribe, replay what is
 /// retained, then follow live (resume, and retries with an Idempotency-Key).
+/// The replay goes to the sandbox's actor, which answers only for an invoke
+/// of this sandbox that the caller may see, running or finished within the
+/// retention: invoke ids alone are no capability.
 async fn follow(
     ctx: &Ctx,
+    sbx: &Sandbox,
+    caller: Principal,
     invoke_id: String,
     after: u64,
     detach: bool,
@@ -232,26 +229,20 @@ async fn follow(
         .subscribe(ctx.subjects.invoke_events(&invoke_id))
         .await
         .map_err(bus_unavailable)?;
-    let replay_subject = ctx.subjects.invoke_replay(&invoke_id);
-    let initial = relay::replay(
-        ctx.bus.as_ref(),
-        &replay_subject,
+    let req = SandboxReplayRequest {
+        invoke_id: invoke_id.clone(),
+        caller: caller.clone(),
         after,
-        ctx.config.request_timeout,
-    )
-    .await
-    .map_err(|e| match e {
-        ReplayError::Bus(agenttier_bus::Error::NoResponders) => invoke_not_found(),
-        ReplayError::Bus(agenttier_bus::Error::TimedOut) => ApiError::ExecutorTimeout,
-        ReplayError::Bus(other) => bus_unavailable(other),
-        ReplayError::Rejected(r) => ApiError::Rejected(r),
-    })?;
+        limit: relay::REPLAY_LIMIT,
+    };
+    let initial: ReplayReply = ask(ctx, sbx, Verb::Replay, &req, RUNNING_OR_STOPPED).await?;
     let relay = Relay {
         bus: ctx.bus.clone(),
         kind: Kind::Invoke {
-            invoke_id: invoke_id.clone(),
-            replay: replay_subject,
+            replay: ctx.subjects.invoke_replay(&invoke_id),
+            sandbox: Some(sandbox_replay(ctx, sbx, caller)),
             attached: (!detach).then(|| ctx.subjects.invoke_attached(&invoke_id)),
+            invoke_id,
             started_at: None,
         },
         liveness: ctx.config.liveness_timeout,

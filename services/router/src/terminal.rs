@@ -80,6 +80,8 @@ pub(crate) async fn terminal(
         bus: ctx.bus.clone(),
         kind: Kind::Invoke {
             replay: ctx.subjects.terminal_replay(&session_id),
+            // A session's own subject answers for the whole retention.
+            sandbox: None,
             attached: Some(ctx.subjects.terminal_attached(&session_id)),
             started_at: Some(accepted.started_at),
             invoke_id: session_id.clone(),

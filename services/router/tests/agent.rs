@@ -107,7 +107,12 @@ async fn resume_replays_after_last_event_id() {
         .send()
         .await
         .expect("send");
-    assert_eq!(r.status(), 404);
+    let (status, _, body) = parts(r).await;
+    assert_eq!(status, 404);
+    assert_eq!(
+        body,
+        json!({"error": "not_found", "message": "invoke not found"})
+    );
 }
 
 #[tokio::test]

@@ -28,16 +28,17 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use agenttier_bus::model::now_unix_ms;
+use agenttier_bus::model::{Principal, now_unix_ms};
 use agenttier_bus::msg::{
     Attached, Event, EventKind, ExitData, ExitReason, Rejection, ReplayReply, ReplayRequest,
+    SandboxReplayRequest,
 };
 use agenttier_bus::{Bus, Headers, Message, Subscription};
 
 pub(crate) use sequencer::Sequencer;
 
 /// Events asked for in one replay request (the reply stays under 1 MiB).
-const REPLAY_LIMIT: u32 = 1000;
+pub(crate) const REPLAY_LIMIT: u32 = 1000;
 /// How long a relay waits for an unreachable bus before it gives a run up.
 const BUS_OUTAGE_LIMIT: Duration = Duration::from_secs(30);
 /// Events buffered between the relay and a slow client.
@@ -127,6 +128,9 @@ pub(crate) enum Kind {
         invoke_id: String,
         /// `inv.<id>.replay`.
         replay: String,
+        /// Asked when `replay` has no responders: an invoke's events stay
+        /// replayable on its sandbox's subject after the run's own has gone.
+        sandbox: Option<SandboxReplay>,
         /// `inv.<id>.attached`; `None` for detached invokes.
         attached: Option<String>,
         /// Unix ms, when known, for the synthesized exit's `durationMs`.
@@ -136,6 +140,30 @@ pub(crate) enum Kind {
         /// `cfg.<id>.replay`.
         replay: String,
     },
+}
+
+/// `sbx.<ns>.<name>.replay`, asked as the caller the relay serves.
+pub(crate) struct SandboxReplay {
+    pub subject: String,
+    pub caller: Principal,
+}
+
+impl SandboxReplay {
+    async fn replay(
+        &self,
+        bus: &dyn Bus,
+        invoke_id: &str,
+        after: u64,
+        timeout: Duration,
+    ) -> Result<ReplayReply, ReplayError> {
+        let req = SandboxReplayRequest {
+            invoke_id: invoke_id.to_string(),
+            caller: self.caller.clone(),
+            after,
+            limit: REPLAY_LIMIT,
+        };
+        ask_replay(bus, &self.subject, &req, timeout).await
+    }
 }
 
 pub(crate) struct Relay {
@@ -164,7 +192,16 @@ pub(crate) async fn replay(
         after,
         limit: REPLAY_LIMIT,
     };
-    let payload = Bytes::from(serde_json::to_vec(&req).map_err(|e| ReplayError::Bus(e.into()))?);
+    ask_replay(bus, subject, &req, timeout).await
+}
+
+async fn ask_replay(
+    bus: &dyn Bus,
+    subject: &str,
+    req: &impl serde::Serialize,
+    timeout: Duration,
+) -> Result<ReplayReply, ReplayError> {
+    let payload = Bytes::from(serde_json::to_vec(req).map_err(|e| ReplayError::Bus(e.into()))?);
     let msg = bus
         .request(subject.to_string(), Headers::new(), payload, timeout)
         .await
@@ -399,24 +436,18 @@ impl Run {
     /// bus itself is down (a NATS restart) it waits and asks again, so an
     /// outage of seconds costs a pause, not the stream.
     async fn fetch_replay(&self) -> Option<ReplayReply> {
-        let (Kind::Invoke {
-            replay: subject, ..
-        }
-        | Kind::Configure { replay: subject }) = &self.relay.kind;
         let started = Instant::now();
         let mut pause = Duration::from_millis(250);
         loop {
-            let r = replay(
-                self.relay.bus.as_ref(),
-                subject,
-                self.seq.last(),
-                self.relay.liveness,
-            )
-            .await;
-            match r {
+            match self.ask_replay().await {
                 Ok(r) => return Some(r),
-                Err(ReplayError::Bus(agenttier_bus::Error::NoResponders))
-                | Err(ReplayError::Rejected(_)) => return None,
+                Err(ReplayError::Bus(agenttier_bus::Error::NoResponders)) => return None,
+                Err(ReplayError::Rejected(r)) => {
+                    // The sandbox's actor no longer knows the run (it moved,
+                    // or its retention is over): nobody holds its events.
+                    tracing::debug!(error = %r.error, "replay refused");
+                    return None;
+                }
                 Err(e) if started.elapsed() >= BUS_OUTAGE_LIMIT => {
                     tracing::warn!(?e, "replay impossible for {BUS_OUTAGE_LIMIT:?}; giving up");
                     return None;
@@ -430,6 +461,30 @@ impl Run {
                     pause = (pause * 2).min(Duration::from_secs(2));
                 }
             }
+        }
+    }
+
+    /// One replay request: to the run's own subject, then (for an invoke
+    /// whose subject has gone) to its sandbox's.
+    async fn ask_replay(&self) -> Result<ReplayReply, ReplayError> {
+        let (bus, after, timeout) = (
+            self.relay.bus.as_ref(),
+            self.seq.last(),
+            self.relay.liveness,
+        );
+        match &self.relay.kind {
+            Kind::Configure { replay: subject } => replay(bus, subject, after, timeout).await,
+            Kind::Invoke {
+                replay: subject,
+                sandbox,
+                invoke_id,
+                ..
+            } => match (replay(bus, subject, after, timeout).await, sandbox) {
+                (Err(ReplayError::Bus(agenttier_bus::Error::NoResponders)), Some(sandbox)) => {
+                    sandbox.replay(bus, invoke_id, after, timeout).await
+                }
+                (r, _) => r,
+            },
         }
     }
 

@@ -43,6 +43,17 @@ fn heartbeat(seq: u64) -> Event {
     }
 }
 
+fn sandbox_replay_subject() -> String {
+    Subjects::default().sandbox("default", "demo", agenttier_bus::subject::Verb::Replay)
+}
+
+fn caller() -> Principal {
+    Principal {
+        sub: "apikey:alice".into(),
+        ..Principal::default()
+    }
+}
+
 fn invoke_relay(bus: &memory::Bus, liveness: Duration, shutdown: CancellationToken) -> Relay {
     let s = Subjects::default();
     Relay {
@@ -50,6 +61,10 @@ fn invoke_relay(bus: &memory::Bus, liveness: Duration, shutdown: CancellationTok
         kind: Kind::Invoke {
             invoke_id: INV.into(),
             replay: s.invoke_replay(INV),
+            sandbox: Some(SandboxReplay {
+                subject: sandbox_replay_subject(),
+                caller: caller(),
+            }),
             attached: Some(s.invoke_attached(INV)),
             started_at: None,
         },
@@ -112,6 +127,37 @@ async fn serve_replay(bus: &memory::Bus, retained: Vec<Event>, finished: bool) {
                     .cloned()
                     .collect(),
                 finished,
+            };
+            let _ = agenttier_bus::respond_json(&bus, &m, &reply).await;
+        }
+    });
+}
+
+/// A fake sandbox actor answering `sbx.default.demo.replay`: the retained
+/// `events` of [`INV`] for [`caller`], a refusal for anyone or anything else.
+async fn serve_sandbox_replay(bus: &memory::Bus, retained: Vec<Event>) {
+    let mut sub = bus
+        .subscribe(sandbox_replay_subject())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let bus = bus.clone();
+    tokio::spawn(async move {
+        while let Some(m) = sub.next().await {
+            let req: SandboxReplayRequest = m.json().unwrap_or_else(|e| panic!("{e}"));
+            let reply = if req.invoke_id == INV && req.caller == caller() {
+                agenttier_bus::msg::Reply::Ok(ReplayReply {
+                    first_retained: 1,
+                    events: retained
+                        .iter()
+                        .filter(|e| e.seq > req.after)
+                        .cloned()
+                        .collect(),
+                    finished: retained.last().is_some_and(|e| e.kind.is_terminal()),
+                })
+            } else {
+                agenttier_bus::msg::Reply::Rejected(
+                    Rejection::new(404, "not_found").message("invoke not found"),
+                )
             };
             let _ = agenttier_bus::respond_json(&bus, &m, &reply).await;
         }
@@ -372,4 +418,41 @@ async fn many_small_events_within_the_byte_bound_are_held_not_dropped() {
     let got = drain(rx).await;
     assert_eq!(got.len(), all.len(), "nothing dropped, nothing missing");
     assert_eq!(got, all);
+}
+
+#[tokio::test]
+async fn once_the_runs_own_replay_is_gone_the_sandbox_answers_for_it() {
+    let bus = memory::Bus::new();
+    // The executor's tail is over: only the sandbox's subject answers.
+    serve_sandbox_replay(&bus, vec![log(1), log(2), log(3), exit(4)]).await;
+    let (rx, _t) = start(&bus, Duration::from_millis(200)).await;
+    publish(&bus, &log(1)).await;
+    // 2 and 3 were lost on the way; the exit names the hole.
+    publish(&bus, &exit(4)).await;
+    let got = drain(rx).await;
+    assert_eq!(seqs(&got), vec![1, 2, 3, 4]);
+    assert!(got.iter().all(|e| !matches!(e.kind, EventKind::Gap(_))));
+}
+
+#[tokio::test]
+async fn a_sandbox_that_does_not_know_the_run_ends_it_as_lost() {
+    let bus = memory::Bus::new();
+    // It has the run, but not for this caller.
+    serve_sandbox_replay(&bus, vec![log(1), log(2), exit(3)]).await;
+    let sub = bus
+        .subscribe(Subjects::default().invoke_events(INV))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut relay = invoke_relay(&bus, Duration::from_millis(200), CancellationToken::new());
+    if let Kind::Invoke { sandbox, .. } = &mut relay.kind {
+        sandbox.as_mut().expect("a sandbox").caller.sub = "apikey:mallory".into();
+    }
+    let rx = relay.spawn(sub, 0, None);
+    publish(&bus, &log(1)).await;
+    let got = drain(rx).await;
+    assert_eq!(seqs(&got), vec![1, 2]);
+    match &got[1].kind {
+        EventKind::Exit(d) => assert_eq!(d.cause.as_deref(), Some("executor_lost")),
+        other => panic!("{other:?}"),
+    }
 }

@@ -12,7 +12,7 @@ use agenttier_bus::model::{now_rfc3339, now_unix_ms};
 use agenttier_bus::msg::{
     CancelRequest, ConfigureAccepted, ConfigureRequest, Event, EventKind, ExitData, ExitReason,
     FILE_HEADER, InvokeAccepted, InvokeRequest, LogData, OFFSET_HEADER, Rejection, ReplayReply,
-    ReplayRequest, Reply, StartData, StdinAck, UploadAck,
+    ReplayRequest, Reply, SandboxReplayRequest, StartData, StdinAck, UploadAck,
 };
 use agenttier_bus::subject::Subjects;
 use agenttier_bus::{Bus, Headers, Message, respond_json};
@@ -26,9 +26,13 @@ struct Fake {
     bus: memory::Bus,
     s: Subjects,
     cancels: Arc<Mutex<HashMap<String, oneshot::Sender<()>>>>,
-    /// Every invoke id admitted, for `invokes` (which resume asks first).
-    invokes: Arc<Mutex<Vec<String>>>,
+    /// Every invoke admitted and its log (none for `hang`: nobody replays
+    /// it), for `invokes` and `replay` (what resume asks).
+    invokes: Arc<Mutex<Vec<Admitted>>>,
 }
+
+/// An invoke id and, unless it hangs, its log.
+type Admitted = (String, Option<Log>);
 
 /// Answers every request to `<ns>/<name>` until the bus goes away.
 pub async fn spawn(bus: memory::Bus, ns: &str, name: &str) {
@@ -90,6 +94,16 @@ impl Log {
             .await;
     }
 
+    fn replay(&self, after: u64) -> ReplayReply {
+        let events: Vec<Event> = self.events.lock().expect("log").clone();
+        let finished = events.last().is_some_and(|e| e.kind.is_terminal());
+        ReplayReply {
+            events: events.into_iter().filter(|e| e.seq > after).collect(),
+            finished,
+            first_retained: 1,
+        }
+    }
+
     async fn serve_replay(&self, subject: String) {
         let mut sub = self.bus.subscribe(subject).await.expect("replay sub");
         let log = self.clone();
@@ -98,14 +112,7 @@ impl Log {
                 let Ok(req) = m.json::<ReplayRequest>() else {
                     continue;
                 };
-                let events: Vec<Event> = log.events.lock().expect("log").clone();
-                let finished = events.last().is_some_and(|e| e.kind.is_terminal());
-                let reply = ReplayReply {
-                    events: events.into_iter().filter(|e| e.seq > req.after).collect(),
-                    finished,
-                    first_retained: 1,
-                };
-                let _ = respond_json(&log.bus, &m, &reply).await;
+                let _ = respond_json(&log.bus, &m, &log.replay(req.after)).await;
             }
         });
     }
@@ -152,9 +159,24 @@ impl Fake {
                 let _ = respond_json(&self.bus, &m, &reply).await;
             }
             "configure" => self.configure(m).await,
+            "replay" => {
+                let Ok(req) = m.json::<SandboxReplayRequest>() else {
+                    return;
+                };
+                let log = (self.invokes.lock().expect("invokes").iter())
+                    .find(|(id, _)| *id == req.invoke_id)
+                    .and_then(|(_, log)| log.clone());
+                let reply = match log {
+                    Some(log) => Reply::Ok(log.replay(req.after)),
+                    None => Reply::Rejected(
+                        Rejection::new(404, "not_found").message("invoke not found"),
+                    ),
+                };
+                let _ = respond_json(&self.bus, &m, &reply).await;
+            }
             "invokes" => {
                 let ids = self.invokes.lock().expect("invokes").clone();
-                let list: Vec<_> = ids.iter().map(|id| json!({"invokeId": id})).collect();
+                let list: Vec<_> = ids.iter().map(|(id, _)| json!({"invokeId": id})).collect();
                 let reply: Reply<serde_json::Value> = Reply::Ok(json!({ "invokes": list }));
                 let _ = respond_json(&self.bus, &m, &reply).await;
             }
@@ -198,7 +220,10 @@ impl Fake {
                     .expect("stdin"),
             );
         }
-        self.invokes.lock().expect("invokes").push(id.clone());
+        self.invokes
+            .lock()
+            .expect("invokes")
+            .push((id.clone(), (!hang).then(|| log.clone())));
         let (cancel_tx, mut cancel_rx) = oneshot::channel();
         self.cancels
             .lock()
