@@ -182,7 +182,7 @@ type Step<T = ()> = Result<T, Gone>;
 
 /// Asks `subject` for the retained events after `after`. The reply is a
 /// plain [`ReplayReply`], or a `Reply` wrapping one or a rejection.
-pub(crate) async fn replay(
+async fn replay(
     bus: &dyn Bus,
     subject: &str,
     after: u64,
@@ -210,7 +210,7 @@ async fn ask_replay(
 }
 
 #[derive(Debug)]
-pub(crate) enum ReplayError {
+enum ReplayError {
     Bus(agenttier_bus::Error),
     Rejected(Rejection),
 }
