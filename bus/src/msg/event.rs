@@ -1,4 +1,8 @@
+use std::io::Write as _;
+
 use serde::{Deserialize, Serialize};
+
+use super::json;
 
 /// One event of an invoke or a configure, as published on its events subject.
 ///
@@ -10,6 +14,21 @@ pub struct Event {
     pub seq: u64,
     #[serde(flatten)]
     pub kind: EventKind,
+}
+
+impl Event {
+    /// The event's JSON, as published: what `serde_json` writes for it,
+    /// written by hand for `log` events (most of the bytes of a stream).
+    pub fn to_json(&self) -> Vec<u8> {
+        let EventKind::Log(d) = &self.kind else {
+            return serde_json::to_vec(self).unwrap_or_default();
+        };
+        let mut out = Vec::with_capacity(d.data.len() + 96);
+        let _ = write!(out, "{{\"seq\":{},\"event\":\"log\",\"data\":", self.seq);
+        d.write_json(&mut out);
+        out.push(b'}');
+        out
+    }
 }
 
 /// By hand rather than derived: a derived `flatten` buffers every event
@@ -165,7 +184,10 @@ impl EventKind {
         let start = out.len();
         let r = match self {
             EventKind::Start(d) => serde_json::to_writer(&mut *out, d),
-            EventKind::Log(d) => serde_json::to_writer(&mut *out, d),
+            EventKind::Log(d) => {
+                d.write_json(out);
+                Ok(())
+            }
             EventKind::Exit(d) => serde_json::to_writer(&mut *out, d),
             EventKind::Gap(d) => serde_json::to_writer(&mut *out, d),
             EventKind::Error(v) | EventKind::Result(v) => serde_json::to_writer(&mut *out, v),
@@ -204,6 +226,24 @@ pub struct LogData {
     /// With it a client can rebuild the output byte for byte.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub partial: bool,
+}
+
+impl LogData {
+    /// Appends the JSON `serde_json` writes for it (same fields, same order).
+    fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"stream\":");
+        json::write_str(out, &self.stream);
+        out.extend_from_slice(b",\"data\":");
+        json::write_str(out, &self.data);
+        if let Some(e) = &self.encoding {
+            out.extend_from_slice(b",\"encoding\":");
+            json::write_str(out, e);
+        }
+        if self.partial {
+            out.extend_from_slice(b",\"partial\":true");
+        }
+        out.push(b'}');
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -259,6 +299,50 @@ mod tests {
             e.kind.data_json(),
             r#"{"stream":"stdout","data":"hello world"}"#
         );
+    }
+
+    #[test]
+    fn log_events_are_written_as_serde_json_writes_them() {
+        let log = |seq, data: &str, encoding: Option<&str>, partial| Event {
+            seq,
+            kind: EventKind::Log(LogData {
+                stream: "stderr".into(),
+                data: data.into(),
+                encoding: encoding.map(str::to_string),
+                partial,
+            }),
+        };
+        let exit = Event {
+            seq: 9,
+            kind: EventKind::Exit(ExitData {
+                invoke_id: "inv-1".into(),
+                exit_code: 3,
+                duration_ms: 5,
+                reason: ExitReason::Completed,
+                cause: None,
+                message: Some("a \"b\"".into()),
+            }),
+        };
+        for e in [
+            log(1, "", None, false),
+            log(u64::MAX, "tab\t\"q\" \\ \u{1}é🎉", None, true),
+            log(3, "/w==", Some("base64"), false),
+            log(4, &"0123456789abcdef".repeat(4096), None, true),
+            exit,
+        ] {
+            assert_eq!(
+                String::from_utf8(e.to_json()).unwrap(),
+                serde_json::to_string(&e).unwrap()
+            );
+            let mut data = Vec::new();
+            e.kind.write_data_json(&mut data);
+            let want = match &e.kind {
+                EventKind::Log(d) => serde_json::to_string(d),
+                EventKind::Exit(d) => serde_json::to_string(d),
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(String::from_utf8(data).unwrap(), want.unwrap());
+        }
     }
 
     #[test]

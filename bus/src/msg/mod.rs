@@ -9,6 +9,7 @@ mod configure;
 mod control;
 mod event;
 mod invoke;
+pub mod json;
 
 pub use code::{
     EXEC_DEFAULT_TIMEOUT_SECS, EXEC_MAX_STDIN_BYTES, EXEC_MAX_TIMEOUT_SECS, ExecAccepted,

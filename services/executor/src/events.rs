@@ -224,7 +224,7 @@ impl EventLog {
             let mut r = self.lock();
             let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
             let event = Event { seq, kind };
-            let payload = Bytes::from(serde_json::to_vec(&event).unwrap_or_default());
+            let payload = Bytes::from(event.to_json());
             r.push(seq, payload.clone());
             let budget = r.budget.clone();
             while r.bytes > RETAINED_BYTES && r.events.len() > 1 {
@@ -248,8 +248,7 @@ impl EventLog {
             seq,
             kind: EventKind::Heartbeat,
         };
-        self.publish(Bytes::from(serde_json::to_vec(&event).unwrap_or_default()))
-            .await;
+        self.publish(Bytes::from(event.to_json())).await;
     }
 
     /// Publishes an event's JSON on the run's subject.
@@ -357,10 +356,7 @@ impl EventLog {
             let mut last = r.dropped_through;
             for e in saved.events {
                 last = e.seq;
-                r.push(
-                    e.seq,
-                    Bytes::from(serde_json::to_vec(&e).unwrap_or_default()),
-                );
+                r.push(e.seq, Bytes::from(e.to_json()));
             }
             r.finished = saved.finished;
             log.seq.store(last, std::sync::atomic::Ordering::SeqCst);

@@ -28,14 +28,12 @@ impl LineSplitter {
     /// partial: a piece of a long line, which had no newline after it.
     pub fn push_marked(&mut self, chunk: &[u8], out: &mut Vec<(Vec<u8>, bool)>) {
         let mut rest = chunk;
-        while let Some(i) = rest.iter().position(|&b| b == b'\n') {
-            self.buf.extend_from_slice(&rest[..i]);
-            self.drain_long(out);
+        while let Some(i) = memchr::memchr(b'\n', rest) {
+            self.append(&rest[..i], out);
             out.push((std::mem::take(&mut self.buf), false));
             rest = &rest[i + 1..];
         }
-        self.buf.extend_from_slice(rest);
-        self.drain_long(out);
+        self.append(rest, out);
     }
 
     /// The last line when the output did not end with a newline (always
@@ -44,24 +42,38 @@ impl LineSplitter {
         (!self.buf.is_empty()).then(|| std::mem::take(&mut self.buf))
     }
 
-    /// Emits full-size pieces while the pending line is over the limit.
-    fn drain_long(&mut self, out: &mut Vec<(Vec<u8>, bool)>) {
-        while self.buf.len() > MAX_LINE {
-            let cut = utf8_cut(&self.buf, MAX_LINE);
-            let tail = self.buf.split_off(cut);
-            out.push((std::mem::replace(&mut self.buf, tail), true));
+    /// Adds `bytes` to the pending line, emitting a piece each time the line
+    /// goes past the limit. Each byte is copied once (a piece is cut off
+    /// the front of the pending line, not the rest copied out of it).
+    fn append(&mut self, mut bytes: &[u8], out: &mut Vec<(Vec<u8>, bool)>) {
+        while self.buf.len() + bytes.len() > MAX_LINE {
+            let take = MAX_LINE - self.buf.len();
+            if self.buf.capacity() < MAX_LINE {
+                self.buf.reserve_exact(MAX_LINE - self.buf.len());
+            }
+            self.buf.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            // The piece ends before a character that the cut would split
+            // (the 1-3 bytes it moves back go on with the next piece).
+            let next = |k: usize| self.buf.get(k).or_else(|| bytes.get(k - MAX_LINE)).copied();
+            let cut = utf8_cut(next, MAX_LINE);
+            let carried = self.buf.split_off(cut);
+            out.push((std::mem::replace(&mut self.buf, carried), true));
         }
+        self.buf.extend_from_slice(bytes);
     }
 }
 
 /// A cut point at or before `at` that does not split a UTF-8 character
-/// (only moved when the bytes around `at` are a character's continuation).
-fn utf8_cut(buf: &[u8], at: usize) -> usize {
+/// (only moved when the bytes around `at` are a character's continuation),
+/// `byte(k)` giving the line's byte `k`.
+fn utf8_cut(byte: impl Fn(usize) -> Option<u8>, at: usize) -> usize {
+    let continuation = |k: usize| byte(k).is_some_and(|b| (b & 0xC0) == 0x80);
     let mut cut = at;
-    while cut > at.saturating_sub(3) && cut > 0 && (buf[cut] & 0xC0) == 0x80 {
+    while cut > at.saturating_sub(3) && cut > 0 && continuation(cut) {
         cut -= 1;
     }
-    if cut == 0 || (buf[cut] & 0xC0) == 0x80 {
+    if cut == 0 || continuation(cut) {
         at
     } else {
         cut
@@ -152,6 +164,82 @@ mod tests {
         }
         assert_eq!(rebuilt, input);
         assert_eq!(out.iter().filter(|(_, p)| *p).count(), 2);
+    }
+
+    /// What the splitter must give for `input` as a whole: its lines, each
+    /// cut into pieces of at most [`MAX_LINE`] bytes at a character boundary
+    /// (when there is one within 3 bytes); the last line, without a newline,
+    /// partial.
+    fn reference(input: &[u8]) -> Vec<(Vec<u8>, bool)> {
+        let mut lines: Vec<&[u8]> = input.split(|b| *b == b'\n').collect();
+        let last = lines.pop().unwrap_or_default();
+        let mut out = Vec::new();
+        let mut pieces = |line: &[u8], whole: bool| {
+            let mut buf = line.to_vec();
+            while buf.len() > MAX_LINE {
+                let cut = utf8_cut(|k| buf.get(k).copied(), MAX_LINE);
+                let tail = buf.split_off(cut);
+                out.push((std::mem::replace(&mut buf, tail), true));
+            }
+            if whole || !buf.is_empty() {
+                out.push((buf, !whole));
+            }
+        };
+        for line in lines {
+            pieces(line, true);
+        }
+        pieces(last, false);
+        out
+    }
+
+    #[test]
+    fn any_chunking_gives_the_lines_of_the_whole() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let alphabet: [&[u8]; 6] = [
+            b"a",
+            b"\n",
+            "é".as_bytes(),
+            "🎉".as_bytes(),
+            &[0xff],
+            &[0x80],
+        ];
+        for round in 0..40 {
+            let len = next(3 * MAX_LINE as u64) as usize;
+            // Long runs of one kind of character, so cuts land everywhere.
+            let mut input = Vec::with_capacity(len);
+            while input.len() < len {
+                let piece = alphabet[next(if round % 4 == 0 { 6 } else { 4 }) as usize];
+                for _ in 0..1 + next(40_000) {
+                    if piece == b"\n" && next(50) != 0 {
+                        break;
+                    }
+                    input.extend_from_slice(piece);
+                }
+            }
+            let mut s = LineSplitter::default();
+            let mut out = Vec::new();
+            let mut rest = &input[..];
+            while !rest.is_empty() {
+                let n = (1 + next(100_000) as usize).min(rest.len());
+                s.push_marked(&rest[..n], &mut out);
+                rest = &rest[n..];
+            }
+            out.extend(s.finish().map(|l| (l, true)));
+            let want = reference(&input);
+            assert_eq!(
+                out.len(),
+                want.len(),
+                "round {round}: {} bytes",
+                input.len()
+            );
+            assert!(out == want, "round {round}: {} bytes", input.len());
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use futures::Stream;
 use tokio::sync::mpsc;
 
-use agenttier_bus::msg::Event;
+use agenttier_bus::msg::{Event, EventKind};
 
 /// At most this many events, or about this many bytes, in one frame.
 const FRAME_EVENTS: usize = 256;
@@ -45,7 +45,7 @@ fn frames(
             Ok(None) => return None,
             Ok(Some(e)) => e,
         };
-        let mut buf = Vec::with_capacity(512);
+        let mut buf = Vec::with_capacity(size_hint(&first).max(512));
         write_event(&mut buf, &first);
         for _ in 1..FRAME_EVENTS {
             if buf.len() >= FRAME_BYTES {
@@ -60,7 +60,17 @@ fn frames(
     })
 }
 
+/// About the bytes `e` takes in a frame (output lines are most of a stream:
+/// reserving for them spares the frame its regrowth copies).
+fn size_hint(e: &Event) -> usize {
+    match &e.kind {
+        EventKind::Log(d) => d.data.len() + d.data.len() / 16 + 96,
+        _ => 256,
+    }
+}
+
 fn write_event(buf: &mut Vec<u8>, e: &Event) {
+    buf.reserve(size_hint(e));
     buf.extend_from_slice(b"id: ");
     buf.extend_from_slice(e.seq.to_string().as_bytes());
     buf.extend_from_slice(b"\nevent: ");
@@ -73,7 +83,7 @@ fn write_event(buf: &mut Vec<u8>, e: &Event) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use agenttier_bus::msg::{EventKind, LogData};
+    use agenttier_bus::msg::LogData;
     use futures::StreamExt;
 
     fn log(seq: u64, data: &str) -> Event {
