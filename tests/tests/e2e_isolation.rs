@@ -175,28 +175,43 @@ while True:
         "{:?}",
         run.lines("stderr")
     );
-    // The next run of a full workspace is stopped too, until it is cleared;
-    // one that clears it completes.
+    // Past the quota, a run that only reads goes on...
     let measure = "import os, time
 print(sum(os.path.getsize(f'/workspace/fill/{n}') for n in os.listdir('/workspace/fill')) >> 20, flush=True)
-time.sleep(3)
+time.sleep(1)
 ";
     let full = run_script(&c, "iso-a", measure).await;
-    assert_eq!(exit_cause(&full).1, "disk_limit");
+    assert_eq!(exit_cause(&full), ("completed".into(), "".into()));
     eprintln!(
         "the workspace held {:?} MiB when the fill was stopped (quota 256 MiB)",
         full.lines("stdout")
     );
-    // The run that clears it must do so before the watchdog's first look
-    // (250 ms): `rm` rather than Python, whose start alone can take that
-    // long on a loaded 2-core machine (it did, in CI).
-    c.configure(
-        "iso-a",
-        &json!({"entrypoint": ["rm", "-rf", "/workspace/fill"]}),
-    )
-    .await;
-    let clear = c.invoke("iso-a", "", &[("timeout", "60s")]).await;
-    assert_eq!(exit_cause(&clear), ("completed".into(), "".into()));
+    // ...one that adds to it is stopped...
+    let more = "import time
+with open('/workspace/more', 'wb') as f:
+    f.write(b'x' * (1 << 20))
+time.sleep(5)
+";
+    let grown = run_script(&c, "iso-a", more).await;
+    assert_eq!(exit_cause(&grown), ("error".into(), "disk_limit".into()));
+    // ...and one that frees space goes on however slowly it does it (one
+    // file every 20 ms: several of the watchdog's looks).
+    let clear = "import os, time
+for n in sorted(os.listdir('/workspace/fill')):
+    os.remove(f'/workspace/fill/{n}')
+    time.sleep(0.02)
+os.rmdir('/workspace/fill')
+os.remove('/workspace/more')
+print('cleared', flush=True)
+";
+    let cleared = run_script(&c, "iso-a", clear).await;
+    assert_eq!(
+        exit_cause(&cleared),
+        ("completed".into(), "".into()),
+        "{:?}",
+        cleared.lines("stderr")
+    );
+    assert_eq!(cleared.lines("stdout"), ["cleared"]);
     let check = "import os\nprint(os.path.exists('/workspace/fill'))\n";
     let after = run_script(&c, "iso-a", check).await;
     assert_eq!(

@@ -3,8 +3,9 @@
 //! There is no filesystem quota to lean on here (no project quotas, no
 //! loop devices without privileges), so the run watchdog measures the
 //! workspace while runs are going and stops a run that took it past the
-//! limit (`disk_limit`). Measuring walks the tree: O(files), twice a second
-//! per sandbox at most, shared by its concurrent runs.
+//! limit, or adds to it while it is past it (`disk_limit`). Measuring walks
+//! the tree: O(files), twice a second per sandbox at most, shared by its
+//! concurrent runs.
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
@@ -37,13 +38,28 @@ pub fn usage(dir: &Path) -> u64 {
 }
 
 /// Recent measurements by workspace, so concurrent runs of one sandbox walk
-/// it once.
+/// it once. A workspace found over `quota` is remembered until it is
+/// measured again (a run on it starts from that figure: one that only
+/// removes files is not adding to it).
 #[derive(Debug, Default)]
 pub struct Meter {
+    quota: u64,
     last: Mutex<HashMap<PathBuf, (Instant, u64)>>,
 }
 
 impl Meter {
+    pub fn new(quota: u64) -> Self {
+        Self {
+            quota,
+            last: Mutex::default(),
+        }
+    }
+
+    /// The last measurement of the workspace, if any is remembered (no walk).
+    pub fn known(&self, dir: &Path) -> Option<u64> {
+        self.lock().get(dir).map(|(_, n)| *n)
+    }
+
     /// The workspace's usage, measured at most [`MAX_AGE`] ago and not
     /// before `since` (a run is judged on what it could have changed).
     pub fn usage(&self, dir: &Path, since: Instant) -> u64 {
@@ -55,7 +71,7 @@ impl Meter {
         }
         let n = usage(dir);
         let mut last = self.lock();
-        last.retain(|_, (at, _)| at.elapsed() < MAX_AGE * 60);
+        last.retain(|_, (at, n)| at.elapsed() < MAX_AGE * 60 || *n > self.quota);
         last.insert(dir.to_path_buf(), (Instant::now(), n));
         n
     }
@@ -93,5 +109,30 @@ mod tests {
             meter.usage(dir.path(), Instant::now()) > n,
             "but not one older than the run asking"
         );
+    }
+
+    #[test]
+    fn a_workspace_over_the_quota_is_remembered_one_under_it_for_a_while() {
+        let over = tempfile::tempdir().unwrap();
+        let under = tempfile::tempdir().unwrap();
+        std::fs::write(over.path().join("big"), vec![1u8; 1 << 20]).unwrap();
+        let meter = Meter::new(512 * 1024);
+        let now = Instant::now();
+        assert_eq!(meter.known(over.path()), None);
+        let big = meter.usage(over.path(), now);
+        let small = meter.usage(under.path(), now);
+        assert_eq!(meter.known(over.path()), Some(big));
+        assert_eq!(meter.known(under.path()), Some(small));
+        // Both measured long ago: only the one over the quota is kept.
+        let long_ago = Instant::now().checked_sub(MAX_AGE * 61);
+        if let Some(at) = long_ago {
+            for (_, (t, _)) in meter.lock().iter_mut() {
+                *t = at;
+            }
+            let third = tempfile::tempdir().unwrap();
+            meter.usage(third.path(), now);
+            assert_eq!(meter.known(over.path()), Some(big));
+            assert_eq!(meter.known(under.path()), None);
+        }
     }
 }

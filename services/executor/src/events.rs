@@ -1,9 +1,11 @@
 //! Numbering, publishing and retaining the events of one run.
 //!
 //! One task owns a run's [`EventLog`] writer, so `seq` order is publish
-//! order. The log keeps recent events (bounded in bytes) for the replay
-//! subject for [`RETENTION`] after the run ends, as the JSON that was
-//! published (shared with the publish, not parsed again).
+//! order. The log keeps recent events (bounded in bytes) for replay for
+//! [`RETENTION`] after the run ends, as the JSON that was published (shared
+//! with the publish, not parsed again): on the run's own replay subject, and
+//! for an invoke, once that subject's tail is over, through its sandbox's
+//! actor, which holds the log.
 //!
 //! Flow control: routers relaying the run say which seq they have delivered
 //! (`attached {delivered}`); while one has said so recently, the run's

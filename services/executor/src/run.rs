@@ -100,6 +100,16 @@ pub async fn run(
     capture: bool,
 ) -> Outcome {
     let started = Instant::now();
+    // What the workspace holds as this run starts, when it was last found
+    // over the quota (measured again now: a configure may have written to
+    // it since): a run that does not add to it goes on.
+    let mut disk_seen = rt.meter().known(spec.workspace);
+    if disk_seen.is_some_and(|n| n > rt.caps().max_disk_bytes) {
+        let (meter, workspace) = (rt.meter(), spec.workspace.to_path_buf());
+        disk_seen = tokio::task::spawn_blocking(move || meter.usage(&workspace, started))
+            .await
+            .ok();
+    }
     let launched = match rt.command(spec) {
         Ok(launch) => launch.spawn().await,
         Err(e) => Err(e),
@@ -201,7 +211,12 @@ pub async fn run(
                 let (u, disk) = tokio::task::spawn_blocking(move || (sampler.usage(pgid), meter.usage(&workspace, started)))
                     .await
                     .unwrap_or_default();
-                let over = if disk > caps.max_disk_bytes {
+                // Over the quota, a run is stopped when the workspace grew
+                // since its last look (or the last measurement before it);
+                // with nothing to compare to, at once.
+                let grew = disk_seen.is_none_or(|seen| disk > seen);
+                disk_seen = Some(disk);
+                let over = if disk > caps.max_disk_bytes && grew {
                     Some(("disk_limit", format!("the workspace holds more than {} bytes", caps.max_disk_bytes)))
                 } else if u.processes >= caps.max_processes {
                     Some(("pids_limit", format!("the run reached its limit of {} processes", caps.max_processes)))

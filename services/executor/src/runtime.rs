@@ -92,7 +92,7 @@ impl Runtime {
             path,
             uid_processes: Arc::new(Fresh::new(NPROC_RECOUNT)),
             sampler: Default::default(),
-            meter: Default::default(),
+            meter: Arc::new(crate::disk::Meter::new(caps.max_disk_bytes)),
             tmp_size: isolation == Isolation::Bwrap && bwrap_takes_size(),
         };
         if isolation == Isolation::Bwrap {
