@@ -8,8 +8,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use agenttier_bus::model::parse_duration;
-use agenttier_bus::model::{Principal, Sandbox};
+use agenttier_bus::model::{Principal, Sandbox, parse_duration};
 use agenttier_bus::msg::{
     CHUNK_BYTES, CancelRequest, InvokeAccepted, InvokeRequest, ReplayReply, SandboxReplayRequest,
     SimpleRequest,
