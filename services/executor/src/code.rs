@@ -57,7 +57,7 @@ pub(crate) async fn exec(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
     );
     let subjects = launch::Subjects {
         replay: node.subjects.exec_replay(&id),
-        replay_for: crate::events::RETENTION,
+        replay_for: node.replay_tail,
         stdin: node.subjects.exec_stdin(&id),
         // Nobody waiting for the result (the client left) ends the run.
         attached: Some(node.subjects.exec_attached(&id)),

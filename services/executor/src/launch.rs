@@ -20,8 +20,8 @@ use crate::runtime::Spec;
 /// The subjects of one run (its events go where its [`EventLog`] publishes).
 pub(crate) struct Subjects {
     pub replay: String,
-    /// How long after the end `replay` is still answered (an invoke's
-    /// finished events stay replayable on its sandbox's subject instead).
+    /// How long after the end `replay` is still answered (the tail; an
+    /// invoke's finished events stay replayable on its sandbox's subject).
     pub replay_for: std::time::Duration,
     pub stdin: String,
     /// `None` for a detached run: nobody needs to stay attached.

@@ -79,10 +79,10 @@ pub struct Args {
     /// keeps at most 32 MiB); past it the oldest runs' oldest events go.
     #[arg(long, env = "AGENTTIER_RETAINED_EVENTS_MIB", default_value_t = 256)]
     pub retained_events_mib: usize,
-    /// How long after an invoke ends its own `inv.<id>.replay` subject is
-    /// still answered; for the rest of the retention its events are replayed
-    /// on the sandbox's subject (a subscription per finished run cost ~8 KiB
-    /// and a NATS subscription each).
+    /// How long after a run (invoke, exec, configure, terminal) ends its own
+    /// `replay` subject is still answered; for the rest of the retention an
+    /// invoke's events are replayed on its sandbox's subject (a subscription
+    /// per finished run cost ~8 KiB and a NATS subscription each).
     #[arg(long, env = "AGENTTIER_REPLAY_TAIL", default_value = "10s", value_parser = duration_arg)]
     pub replay_tail: Duration,
 }
@@ -117,7 +117,7 @@ pub(crate) struct Node {
     pub name: String,
     pub data_dir: PathBuf,
     pub client_grace: Duration,
-    /// How long after an invoke's end `inv.<id>.replay` is answered.
+    /// How long after a run's end its own `replay` subject is answered.
     pub replay_tail: Duration,
     /// Bounds the retained events of all runs together.
     pub retention: Arc<events::Budget>,

@@ -381,7 +381,7 @@ async fn configure(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
         .serve_replay(
             node.subjects.configure_replay(&req.configure_id),
             done.clone(),
-            crate::events::RETENTION,
+            node.replay_tail,
         )
         .await
     {
@@ -395,7 +395,8 @@ async fn configure(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
         }),
     )
     .await;
-    // Events stay replayable for the retention period after the end.
+    // Events stay replayable for the tail after the end (nothing resumes a
+    // configure later: its relay ends with the `result`).
     let done = done.drop_guard();
     if plan.skipped {
         log.emit(EventKind::Result(result_json(&plan.current, true)))

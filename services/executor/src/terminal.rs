@@ -126,7 +126,7 @@ pub(crate) async fn open(node: Arc<Node>, sbx: Arc<Hosted>, msg: Message) {
         .serve_replay(
             node.subjects.terminal_replay(&id),
             done.clone(),
-            crate::events::RETENTION,
+            node.replay_tail,
         )
         .await
     {

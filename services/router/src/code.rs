@@ -208,7 +208,7 @@ pub(crate) async fn exec(
         bus: ctx.bus.clone(),
         kind: Kind::Invoke {
             replay: ctx.subjects.exec_replay(&exec_id),
-            // An exec's own subject answers for the whole retention.
+            // Nothing asks after an exec's tail: the relay ends with its exit.
             sandbox: None,
             attached: Some(ctx.subjects.exec_attached(&exec_id)),
             started_at: Some(accepted.started_at),

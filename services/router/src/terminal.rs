@@ -80,7 +80,7 @@ pub(crate) async fn terminal(
         bus: ctx.bus.clone(),
         kind: Kind::Invoke {
             replay: ctx.subjects.terminal_replay(&session_id),
-            // A session's own subject answers for the whole retention.
+            // Nothing asks after a session's tail: the relay ends with its exit.
             sandbox: None,
             attached: Some(ctx.subjects.terminal_attached(&session_id)),
             started_at: Some(accepted.started_at),
