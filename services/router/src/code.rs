@@ -24,15 +24,15 @@ use tokio::sync::mpsc;
 use agenttier_bus::Headers;
 use agenttier_bus::model::{Phase, parse_duration};
 use agenttier_bus::msg::{
-    CHUNK_BYTES, EXEC_DEFAULT_TIMEOUT_SECS, EXEC_MAX_STDIN_BYTES, EXEC_MAX_TIMEOUT_SECS, Event,
-    EventKind, ExecAccepted, ExecRequest, ExitReason, LogData, OFFSET_HEADER, StdinAck,
+    CHUNK_BYTES, EXEC_DEFAULT_TIMEOUT_SECS, EXEC_MAX_STDIN_BYTES, EXEC_MAX_TIMEOUT_SECS, EventKind,
+    ExecAccepted, ExecRequest, ExitReason, LogData, OFFSET_HEADER, StdinAck,
 };
 use agenttier_bus::subject::Verb;
 
 use crate::actor::{RUNNING, ask};
 use crate::auth::Caller;
 use crate::error::{Path, Query};
-use crate::relay::{Kind, Relay};
+use crate::relay::{Kind, Relay, Relayed};
 use crate::resolve::{NsQuery, resolve};
 use crate::sse::sse;
 use crate::{ApiError, Ctx, new_id};
@@ -294,9 +294,10 @@ pub(crate) fn line_bytes(l: &LogData) -> Vec<u8> {
 }
 
 /// Reads an exec's events to its `exit` and builds the JSON reply.
-pub(crate) async fn collect(mut rx: mpsc::Receiver<Event>, cap: usize) -> Value {
+pub(crate) async fn collect(mut rx: mpsc::Receiver<Relayed>, cap: usize) -> Value {
     let (mut out, mut err) = (Captured::default(), Captured::default());
     while let Some(ev) = rx.recv().await {
+        let Some(ev) = ev.into_event() else { continue };
         match ev.kind {
             EventKind::Log(l) => {
                 let c = if l.stream == "stderr" {
@@ -350,7 +351,7 @@ pub(crate) async fn collect(mut rx: mpsc::Receiver<Event>, cap: usize) -> Value 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use agenttier_bus::msg::{ExitData, GapData};
+    use agenttier_bus::msg::{Event, ExitData, GapData};
 
     fn bad(r: Result<ExecSpec, ApiError>) -> String {
         match r {
@@ -435,7 +436,7 @@ mod tests {
     async fn run(events: Vec<Event>, cap: usize) -> Value {
         let (tx, rx) = mpsc::channel(events.len() + 1);
         for e in events {
-            let _ = tx.send(e).await;
+            let _ = tx.send(e.into()).await;
         }
         drop(tx);
         collect(rx, cap).await

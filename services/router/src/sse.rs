@@ -16,14 +16,14 @@ use bytes::Bytes;
 use futures::Stream;
 use tokio::sync::mpsc;
 
-use agenttier_bus::msg::{Event, EventKind};
+use crate::relay::{Relayed, Sequenced as _};
 
 /// At most this many events, or about this many bytes, in one frame.
 const FRAME_EVENTS: usize = 256;
 const FRAME_BYTES: usize = 256 * 1024;
 
 /// The response streaming `rx` until it closes.
-pub(crate) fn sse(rx: mpsc::Receiver<Event>, keepalive: Duration) -> Response {
+pub(crate) fn sse(rx: mpsc::Receiver<Relayed>, keepalive: Duration) -> Response {
     let mut res = Response::new(Body::from_stream(frames(rx, keepalive)));
     let h = res.headers_mut();
     h.insert(
@@ -36,7 +36,7 @@ pub(crate) fn sse(rx: mpsc::Receiver<Event>, keepalive: Duration) -> Response {
 }
 
 fn frames(
-    rx: mpsc::Receiver<Event>,
+    rx: mpsc::Receiver<Relayed>,
     keepalive: Duration,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> {
     futures::stream::unfold(rx, move |mut rx| async move {
@@ -45,7 +45,7 @@ fn frames(
             Ok(None) => return None,
             Ok(Some(e)) => e,
         };
-        let mut buf = Vec::with_capacity(size_hint(&first).max(512));
+        let mut buf = Vec::with_capacity(first.size().max(512));
         write_event(&mut buf, &first);
         for _ in 1..FRAME_EVENTS {
             if buf.len() >= FRAME_BYTES {
@@ -60,30 +60,18 @@ fn frames(
     })
 }
 
-/// About the bytes `e` takes in a frame (output lines are most of a stream:
-/// reserving for them spares the frame its regrowth copies).
-fn size_hint(e: &Event) -> usize {
-    match &e.kind {
-        EventKind::Log(d) => d.data.len() + d.data.len() / 16 + 96,
-        _ => 256,
-    }
-}
-
-fn write_event(buf: &mut Vec<u8>, e: &Event) {
-    buf.reserve(size_hint(e));
-    buf.extend_from_slice(b"id: ");
-    buf.extend_from_slice(e.seq.to_string().as_bytes());
-    buf.extend_from_slice(b"\nevent: ");
-    buf.extend_from_slice(e.kind.name().as_bytes());
-    buf.extend_from_slice(b"\ndata: ");
-    e.kind.write_data_json(buf);
+fn write_event(buf: &mut Vec<u8>, e: &Relayed) {
+    use std::io::Write as _;
+    buf.reserve(e.size() + e.size() / 16 + 32);
+    let _ = write!(buf, "id: {}\nevent: {}\ndata: ", e.seq(), e.name());
+    e.write_data_json(buf);
     buf.extend_from_slice(b"\n\n");
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use agenttier_bus::msg::LogData;
+    use agenttier_bus::msg::{Event, EventKind, LogData};
     use futures::StreamExt;
 
     fn log(seq: u64, data: &str) -> Event {
@@ -98,11 +86,22 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_line_passed_through_is_written_as_a_decoded_one() {
+        let e = log(5, "x\ty \"z\" é \u{1}");
+        let through = Relayed::decode(&Bytes::from(e.to_json())).unwrap();
+        assert!(matches!(through, Relayed::Log { seq: 5, .. }));
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        write_event(&mut a, &through);
+        write_event(&mut b, &Relayed::Event(e));
+        assert_eq!(String::from_utf8(a).unwrap(), String::from_utf8(b).unwrap());
+    }
+
     #[tokio::test]
     async fn waiting_events_share_a_frame_and_silence_gets_a_keepalive() {
         let (tx, rx) = mpsc::channel(16);
         for i in 1..=3 {
-            tx.send(log(i, "a\nb \"q\"")).await.unwrap();
+            tx.send(log(i, "a\nb \"q\"").into()).await.unwrap();
         }
         let mut s = Box::pin(frames(rx, Duration::from_millis(50)));
         let first = s.next().await.unwrap().unwrap();

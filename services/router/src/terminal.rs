@@ -20,9 +20,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use agenttier_bus::model::Phase;
-use agenttier_bus::msg::{
-    Event, EventKind, Reply, TerminalAccepted, TerminalInput, TerminalRequest,
-};
+use agenttier_bus::msg::{EventKind, Reply, TerminalAccepted, TerminalInput, TerminalRequest};
 use agenttier_bus::request_json;
 use agenttier_bus::subject::Verb;
 
@@ -30,7 +28,7 @@ use crate::actor::{RUNNING, ask};
 use crate::auth::Caller;
 use crate::code::line_bytes;
 use crate::error::{Path, Query};
-use crate::relay::{Kind, Relay};
+use crate::relay::{Kind, Relay, Relayed};
 use crate::resolve::resolve;
 use crate::{ApiError, Ctx, new_id};
 
@@ -156,13 +154,14 @@ async fn send_input(ctx: &Ctx, subject: &str, input: &TerminalInput) -> Result<(
 }
 
 /// Bridges one client's socket and the session until either ends.
-async fn bridge(ctx: Ctx, session_id: String, socket: WebSocket, mut rx: mpsc::Receiver<Event>) {
+async fn bridge(ctx: Ctx, session_id: String, socket: WebSocket, mut rx: mpsc::Receiver<Relayed>) {
     let input = ctx.subjects.terminal_input(&session_id);
     let (mut out, mut inc) = socket.split();
     let mut pending = Vec::new();
     loop {
         tokio::select! {
-            ev = rx.recv() => match ev.map(|e| e.kind) {
+            // (An undecodable line reads as a heartbeat: skipped.)
+            ev = rx.recv() => match ev.map(|e| e.into_event().map_or(EventKind::Heartbeat, |e| e.kind)) {
                 Some(EventKind::Log(l)) => {
                     pending.extend(line_bytes(&l));
                     let text = take_utf8(&mut pending);

@@ -15,30 +15,32 @@
 //!   run's output back while it is too far ahead of the delivery.
 //! - Slow clients: live events beyond [`LIVE_BUFFER_BYTES`] are dropped and
 //!   fetched again from replay as soon as the client has taken the rest.
+//! - Output lines pass through: a `log` event's `data` JSON goes to the
+//!   client as the executor published it ([`Relayed`]); other events are
+//!   decoded.
 //! - It ends after the terminal event, when the client leaves, or on shutdown.
 
+mod relayed;
+mod replay;
 mod sequencer;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use agenttier_bus::model::{Principal, now_unix_ms};
-use agenttier_bus::msg::{
-    Attached, Event, EventKind, ExitData, ExitReason, Rejection, ReplayReply, ReplayRequest,
-    SandboxReplayRequest,
-};
-use agenttier_bus::{Bus, Headers, Message, Subscription};
+use agenttier_bus::model::now_unix_ms;
+use agenttier_bus::msg::{Attached, Event, EventKind, ExitData, ExitReason, ReplayReply};
+use agenttier_bus::{Bus, Message, Subscription};
 
-pub(crate) use sequencer::Sequencer;
+pub(crate) use relayed::Relayed;
+pub(crate) use replay::{REPLAY_LIMIT, SandboxReplay};
+use replay::{ReplayError, replay};
+pub(crate) use sequencer::{Sequenced, Sequencer};
 
-/// Events asked for in one replay request (the reply stays under 1 MiB).
-pub(crate) const REPLAY_LIMIT: u32 = 1000;
 /// How long a relay waits for an unreachable bus before it gives a run up.
 const BUS_OUTAGE_LIMIT: Duration = Duration::from_secs(30);
 /// Events buffered between the relay and a slow client.
@@ -142,30 +144,6 @@ pub(crate) enum Kind {
     },
 }
 
-/// `sbx.<ns>.<name>.replay`, asked as the caller the relay serves.
-pub(crate) struct SandboxReplay {
-    pub subject: String,
-    pub caller: Principal,
-}
-
-impl SandboxReplay {
-    async fn replay(
-        &self,
-        bus: &dyn Bus,
-        invoke_id: &str,
-        after: u64,
-        timeout: Duration,
-    ) -> Result<ReplayReply, ReplayError> {
-        let req = SandboxReplayRequest {
-            invoke_id: invoke_id.to_string(),
-            caller: self.caller.clone(),
-            after,
-            limit: REPLAY_LIMIT,
-        };
-        ask_replay(bus, &self.subject, &req, timeout).await
-    }
-}
-
 pub(crate) struct Relay {
     pub bus: Arc<dyn Bus>,
     pub kind: Kind,
@@ -180,75 +158,6 @@ struct Gone;
 
 type Step<T = ()> = Result<T, Gone>;
 
-/// Asks `subject` for the retained events after `after`. The reply is a
-/// plain [`ReplayReply`], or a `Reply` wrapping one or a rejection.
-async fn replay(
-    bus: &dyn Bus,
-    subject: &str,
-    after: u64,
-    timeout: Duration,
-) -> Result<ReplayReply, ReplayError> {
-    let req = ReplayRequest {
-        after,
-        limit: REPLAY_LIMIT,
-    };
-    ask_replay(bus, subject, &req, timeout).await
-}
-
-async fn ask_replay(
-    bus: &dyn Bus,
-    subject: &str,
-    req: &impl serde::Serialize,
-    timeout: Duration,
-) -> Result<ReplayReply, ReplayError> {
-    let payload = Bytes::from(serde_json::to_vec(req).map_err(|e| ReplayError::Bus(e.into()))?);
-    let msg = bus
-        .request(subject.to_string(), Headers::new(), payload, timeout)
-        .await
-        .map_err(ReplayError::Bus)?;
-    decode_replay(&msg)
-}
-
-#[derive(Debug)]
-enum ReplayError {
-    Bus(agenttier_bus::Error),
-    Rejected(Rejection),
-}
-
-fn decode_replay(msg: &Message) -> Result<ReplayReply, ReplayError> {
-    /// Any of the three shapes, decoded in one pass (a `Value` tree first
-    /// cost more than the events themselves on a catch-up).
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Wire {
-        rejected: Option<Rejection>,
-        ok: Option<ReplayReply>,
-        events: Option<Vec<Event>>,
-        finished: Option<bool>,
-        first_retained: Option<u64>,
-    }
-    let w: Wire = msg.json().map_err(ReplayError::Bus)?;
-    match w {
-        Wire {
-            rejected: Some(r), ..
-        } => Err(ReplayError::Rejected(r)),
-        Wire { ok: Some(ok), .. } => Ok(ok),
-        Wire {
-            events: Some(events),
-            finished: Some(finished),
-            first_retained: Some(first_retained),
-            ..
-        } => Ok(ReplayReply {
-            events,
-            finished,
-            first_retained,
-        }),
-        _ => Err(ReplayError::Bus(agenttier_bus::Error::Decode(
-            serde::de::Error::custom("a replay reply without events, ok or rejected"),
-        ))),
-    }
-}
-
 impl Relay {
     /// Starts relaying `sub` after seq `after`, first applying `initial` (a
     /// replay the caller already fetched); the receiver yields the events.
@@ -257,7 +166,7 @@ impl Relay {
         sub: Subscription,
         after: u64,
         initial: Option<ReplayReply>,
-    ) -> mpsc::Receiver<Event> {
+    ) -> mpsc::Receiver<Relayed> {
         let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
         let report = Report::default();
         let stop_reporting = CancellationToken::new();
@@ -330,8 +239,8 @@ impl Report {
 
 struct Run {
     relay: Relay,
-    seq: Sequencer,
-    out: mpsc::Sender<Event>,
+    seq: Sequencer<Relayed>,
+    out: mpsc::Sender<Relayed>,
     /// The stream was ended as lost: a configure's `error` is not a terminal
     /// event, so the sequencer alone would keep the relay going.
     lost: bool,
@@ -388,17 +297,19 @@ impl Run {
         }
     }
 
-    async fn send(&mut self, events: Vec<Event>) -> Step {
+    async fn send(&mut self, events: Vec<Relayed>) -> Step {
         for e in events {
-            if let (EventKind::Start(s), Kind::Invoke { started_at, .. }) =
-                (&e.kind, &mut self.relay.kind)
+            if let (
+                Relayed::Event(Event {
+                    kind: EventKind::Start(s),
+                    ..
+                }),
+                Kind::Invoke { started_at, .. },
+            ) = (&e, &mut self.relay.kind)
             {
                 *started_at = Some(s.started_at);
             }
-            self.unreported += match &e.kind {
-                EventKind::Log(l) => l.data.len() + 64,
-                _ => 64,
-            };
+            self.unreported += e.size();
             self.out.send(e).await.map_err(|_| Gone)?;
         }
         self.report
@@ -412,7 +323,7 @@ impl Run {
     }
 
     async fn on_message(&mut self, m: Message) -> Step {
-        let ev: Event = match m.json() {
+        let ev = match Relayed::decode(&m.payload) {
             Ok(ev) => ev,
             Err(e) => {
                 tracing::warn!(subject = %m.subject, error = %e, "undecodable event skipped");
@@ -420,7 +331,7 @@ impl Run {
             }
         };
         // A heartbeat carries the newest seq: beyond ours, we missed some.
-        let heartbeat_ahead = matches!(ev.kind, EventKind::Heartbeat).then_some(ev.seq);
+        let heartbeat_ahead = ev.is_heartbeat().then_some(ev.seq());
         let ready = self.seq.push(ev);
         self.send(ready).await?;
         let target = self.seq.known().max(heartbeat_ahead.unwrap_or(0));
@@ -495,7 +406,7 @@ impl Run {
             self.send(lost).await?;
         }
         for ev in r.events {
-            let ready = self.seq.push(ev);
+            let ready = self.seq.push(ev.into());
             self.send(ready).await?;
         }
         Ok(())
@@ -591,7 +502,7 @@ impl Run {
             seq: last,
             kind: error_exit(invoke_id, *started_at, "router_shutdown", message),
         };
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.out.send(ev)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.out.send(ev.into())).await;
     }
 
     /// Ends the stream with the event that says the executor is gone.
@@ -618,7 +529,7 @@ impl Run {
             })),
         };
         tracing::warn!(seq, "executor lost; ending the stream");
-        let ready = self.seq.push(Event { seq, kind });
+        let ready = self.seq.push(Event { seq, kind }.into());
         self.send(ready).await
     }
 }

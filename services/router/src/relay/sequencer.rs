@@ -10,14 +10,42 @@ use agenttier_bus::msg::{Event, EventKind, GapData};
 /// (or as part of a gap), so a stream's memory stays bounded.
 const MAX_PENDING: usize = 4096;
 
+/// What the sequencer needs to know of an event.
+pub(crate) trait Sequenced {
+    fn seq(&self) -> u64;
+    fn is_heartbeat(&self) -> bool;
+    /// Whether it ends the stream (`exit`, `result`).
+    fn is_terminal(&self) -> bool;
+    /// The `gap` event for a lost range.
+    fn gap(from: u64, to: u64) -> Self;
+}
+
+impl Sequenced for Event {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+    fn is_heartbeat(&self) -> bool {
+        matches!(self.kind, EventKind::Heartbeat)
+    }
+    fn is_terminal(&self) -> bool {
+        self.kind.is_terminal()
+    }
+    fn gap(from: u64, to: u64) -> Self {
+        Event {
+            seq: to,
+            kind: EventKind::Gap(GapData { from, to }),
+        }
+    }
+}
+
 #[derive(Debug)]
-pub(crate) struct Sequencer {
+pub(crate) struct Sequencer<T = Event> {
     last: u64,
-    pending: BTreeMap<u64, EventKind>,
+    pending: BTreeMap<u64, T>,
     done: bool,
 }
 
-impl Sequencer {
+impl<T: Sequenced> Sequencer<T> {
     /// A sequencer that has already delivered everything up to `after`.
     pub fn new(after: u64) -> Self {
         Self {
@@ -54,14 +82,14 @@ impl Sequencer {
 
     /// Takes one event; returns what is now deliverable, in order.
     /// Heartbeats are never delivered.
-    pub fn push(&mut self, ev: Event) -> Vec<Event> {
+    pub fn push(&mut self, ev: T) -> Vec<T> {
         let mut out = Vec::new();
-        if self.done || matches!(ev.kind, EventKind::Heartbeat) || ev.seq <= self.last {
+        if self.done || ev.is_heartbeat() || ev.seq() <= self.last {
             return out;
         }
-        if ev.seq > self.last + 1 {
+        if ev.seq() > self.last + 1 {
             if self.pending.len() < MAX_PENDING {
-                self.pending.entry(ev.seq).or_insert(ev.kind);
+                self.pending.entry(ev.seq()).or_insert(ev);
             }
             return out;
         }
@@ -73,7 +101,7 @@ impl Sequencer {
     /// Declares everything missing up to `to` lost: a `gap` for each missing
     /// range (its seq is the range's end, so `Last-Event-ID` resumes after
     /// it), with the held events between them delivered in order.
-    pub fn skip_to(&mut self, to: u64) -> Vec<Event> {
+    pub fn skip_to(&mut self, to: u64) -> Vec<T> {
         let mut out = Vec::new();
         while !self.done && self.last < to {
             let end = match self.pending.keys().next() {
@@ -82,33 +110,26 @@ impl Sequencer {
             };
             if end > self.last {
                 let from = self.last + 1;
-                self.emit(
-                    Event {
-                        seq: end,
-                        kind: EventKind::Gap(GapData { from, to: end }),
-                    },
-                    &mut out,
-                );
+                self.emit(T::gap(from, end), &mut out);
             }
             self.drain(&mut out);
         }
         out
     }
 
-    fn emit(&mut self, ev: Event, out: &mut Vec<Event>) {
-        self.last = ev.seq;
-        self.done = ev.kind.is_terminal();
+    fn emit(&mut self, ev: T, out: &mut Vec<T>) {
+        self.last = ev.seq();
+        self.done = ev.is_terminal();
         out.push(ev);
         if self.done {
             self.pending.clear();
         }
     }
 
-    fn drain(&mut self, out: &mut Vec<Event>) {
+    fn drain(&mut self, out: &mut Vec<T>) {
         while !self.done {
-            let next = self.last + 1;
-            match self.pending.remove(&next) {
-                Some(kind) => self.emit(Event { seq: next, kind }, out),
+            match self.pending.remove(&(self.last + 1)) {
+                Some(ev) => self.emit(ev, out),
                 None => break,
             }
         }

@@ -2,9 +2,14 @@
 
 use std::time::Duration;
 
+use agenttier_bus::Headers;
 use agenttier_bus::memory;
-use agenttier_bus::msg::{GapData, LogData, StartData};
+use agenttier_bus::model::Principal;
+use agenttier_bus::msg::{
+    GapData, LogData, Rejection, ReplayRequest, SandboxReplayRequest, StartData,
+};
 use agenttier_bus::subject::Subjects;
+use bytes::Bytes;
 
 use super::*;
 
@@ -77,7 +82,7 @@ fn invoke_relay(bus: &memory::Bus, liveness: Duration, shutdown: CancellationTok
 async fn start(
     bus: &memory::Bus,
     liveness: Duration,
-) -> (mpsc::Receiver<Event>, CancellationToken) {
+) -> (mpsc::Receiver<Relayed>, CancellationToken) {
     let sub = bus
         .subscribe(Subjects::default().invoke_events(INV))
         .await
@@ -165,11 +170,11 @@ async fn serve_sandbox_replay(bus: &memory::Bus, retained: Vec<Event>) {
 }
 
 /// Everything the relay delivers until it ends (bounded by 3 s).
-async fn drain(mut rx: mpsc::Receiver<Event>) -> Vec<Event> {
+async fn drain(mut rx: mpsc::Receiver<Relayed>) -> Vec<Event> {
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(3), async {
         while let Some(e) = rx.recv().await {
-            out.push(e);
+            out.push(e.into_event().expect("a decodable event"));
         }
     })
     .await;
