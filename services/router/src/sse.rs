@@ -62,7 +62,7 @@ fn frames(
 
 fn write_event(buf: &mut Vec<u8>, e: &Relayed) {
     use std::io::Write as _;
-    buf.reserve(e.size() + e.size() / 16 + 32);
+    buf.reserve(e.size());
     let _ = write!(buf, "id: {}\nevent: {}\ndata: ", e.seq(), e.name());
     e.write_data_json(buf);
     buf.extend_from_slice(b"\n\n");

@@ -160,20 +160,19 @@ async fn bridge(ctx: Ctx, session_id: String, socket: WebSocket, mut rx: mpsc::R
     let mut pending = Vec::new();
     loop {
         tokio::select! {
-            // (An undecodable line reads as a heartbeat: skipped.)
-            ev = rx.recv() => match ev.map(|e| e.into_event().map_or(EventKind::Heartbeat, |e| e.kind)) {
-                Some(EventKind::Log(l)) => {
+            ev = rx.recv() => match ev.map(|e| e.into_event().map(|e| e.kind)) {
+                Some(Some(EventKind::Log(l))) => {
                     pending.extend(line_bytes(&l));
                     let text = take_utf8(&mut pending);
                     if !text.is_empty() && out.send(frame(json!({"type": "output", "data": text}))).await.is_err() {
                         break;
                     }
                 }
-                Some(EventKind::Gap(g)) => {
+                Some(Some(EventKind::Gap(g))) => {
                     let m = format!("output was lost (events {} to {})", g.from, g.to);
                     let _ = out.send(frame(json!({"type": "error", "message": m}))).await;
                 }
-                Some(EventKind::Exit(x)) => {
+                Some(Some(EventKind::Exit(x))) => {
                     if !pending.is_empty() {
                         let text = String::from_utf8_lossy(&pending).into_owned();
                         let _ = out.send(frame(json!({"type": "output", "data": text}))).await;
@@ -186,6 +185,7 @@ async fn bridge(ctx: Ctx, session_id: String, socket: WebSocket, mut rx: mpsc::R
                     let _ = out.send(WsMessage::Close(None)).await;
                     return;
                 }
+                // Other events, and a line that does not decode (skipped).
                 Some(_) => {}
                 None => {
                     let m = "the session ended without an exit";

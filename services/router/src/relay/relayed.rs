@@ -67,7 +67,8 @@ impl Relayed {
         }
     }
 
-    /// About the bytes it takes on the way to the client.
+    /// About the bytes it takes on the way to the client (what delivery
+    /// reports count, and what an SSE frame reserves for it).
     pub fn size(&self) -> usize {
         match self {
             Relayed::Event(Event {
@@ -75,7 +76,7 @@ impl Relayed {
                 ..
             }) => l.data.len() + 64,
             Relayed::Event(_) => 64,
-            Relayed::Log { data, .. } => data.len() + 32,
+            Relayed::Log { data, .. } => data.len() + 64,
         }
     }
 
