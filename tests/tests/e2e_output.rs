@@ -122,6 +122,16 @@ async fn limits_end_runs_with_their_cause(sys: &mut dyn System) {
     let run = c.invoke("lim-out", "", &[]).await;
     assert_eq!(exit_of(&run), ("timeout".into(), "idle".into(), Some(-1)));
     assert_eq!(run.lines("stdout"), ["hi"]);
+    // Output without a newline is output too: a progress bar printing a dot
+    // every 0.5 s for 4 s is not idle.
+    c.configure(
+        "lim-out",
+        &json!({"entrypoint": ["sh", "-c", "for i in 1 2 3 4 5 6 7 8; do printf .; sleep 0.5; done"]}),
+    )
+    .await;
+    let run = c.invoke("lim-out", "", &[]).await;
+    assert_eq!(exit_of(&run), ("completed".into(), "".into(), Some(0)));
+    assert_eq!(run.lines("stdout"), ["........"]);
 
     // Max duration: 6 s from the template, lowered by ?timeout=.
     c.configure(

@@ -57,7 +57,11 @@ impl LineSplitter {
             // (the 1-3 bytes it moves back go on with the next piece).
             let next = |k: usize| self.buf.get(k).or_else(|| bytes.get(k - MAX_LINE)).copied();
             let cut = utf8_cut(next, MAX_LINE);
-            let carried = self.buf.split_off(cut);
+            // The line goes on: the next piece gets room for a whole piece
+            // at once (not regrown, and copied, as the reads come in).
+            let mut carried = Vec::with_capacity(MAX_LINE);
+            carried.extend_from_slice(&self.buf[cut..]);
+            self.buf.truncate(cut);
             out.push((std::mem::replace(&mut self.buf, carried), true));
         }
         self.buf.extend_from_slice(bytes);

@@ -4,6 +4,8 @@
 //! Used by invokes and by configure installs. The task owns the child; the
 //! only ways out are the child exiting or the task killing the whole tree.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use agenttier_bus::msg::{EventKind, ExitReason, LogData};
@@ -49,14 +51,56 @@ enum Out {
     /// The lines of one read of a stream, each with whether it is partial
     /// (no newline after it).
     Lines(&'static str, Vec<(Vec<u8>, bool)>),
-    Bytes(u64),
+    /// The read that took the run's output past its cap.
+    OverCap,
     Done,
+}
+
+/// What the pumps have read, shared with the run's loop. The loop is woken
+/// for lines and for the cap, not for every read: a writer's 4-8 KiB
+/// writes would otherwise wake it several times for each 64 KiB piece of
+/// a long line.
+struct Progress {
+    started: tokio::time::Instant,
+    cap: u64,
+    bytes: AtomicU64,
+    /// When the last output arrived, in µs after `started`.
+    last_micros: AtomicU64,
+}
+
+impl Progress {
+    fn new(cap: u64) -> Self {
+        Self {
+            started: tokio::time::Instant::now(),
+            cap,
+            bytes: AtomicU64::new(0),
+            last_micros: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts a read of `n` bytes; true for the read that passes the cap.
+    fn read(&self, n: u64) -> bool {
+        let micros = self.started.elapsed().as_micros() as u64;
+        self.last_micros.fetch_max(micros, Ordering::Relaxed);
+        let total = self.bytes.fetch_add(n, Ordering::Relaxed) + n;
+        total > self.cap && total - n <= self.cap
+    }
+
+    /// When the last output arrived (the start while there was none).
+    fn last_output(&self) -> tokio::time::Instant {
+        self.started + Duration::from_micros(self.last_micros.load(Ordering::Relaxed))
+    }
 }
 
 /// The most one read of a run's pipe takes.
 const READ_BYTES: usize = 64 * 1024;
 
-async fn pump(mut r: impl AsyncRead + Unpin, stream: &'static str, tx: mpsc::Sender<Out>) {
+async fn pump(
+    mut r: impl AsyncRead + Unpin,
+    stream: &'static str,
+    tx: mpsc::Sender<Out>,
+    progress: Arc<Progress>,
+) {
     // Most runs write little: start small (two full-size zeroed buffers per
     // run showed in the invoke profile) and grow once a read fills it.
     let mut buf = vec![0u8; 4 * 1024];
@@ -70,7 +114,7 @@ async fn pump(mut r: impl AsyncRead + Unpin, stream: &'static str, tx: mpsc::Sen
         if n == buf.len() && n < READ_BYTES {
             buf.resize(READ_BYTES, 0);
         }
-        if tx.send(Out::Bytes(n as u64)).await.is_err() {
+        if progress.read(n as u64) && tx.send(Out::OverCap).await.is_err() {
             return;
         }
         split.push_marked(&buf[..n], &mut lines);
@@ -128,12 +172,16 @@ pub async fn run(
         }
     };
     let pgid = child.id().unwrap_or(0);
-    let (tx, mut rx) = mpsc::channel::<Out>(256);
+    // A message is one read (at most 64 KiB): while the loop holds the
+    // output back, the pumps stop reading once about 2 MiB waits, and the
+    // writer then blocks on its full pipe.
+    let (tx, mut rx) = mpsc::channel::<Out>(32);
+    let progress = Arc::new(Progress::new(limits.max_output_bytes));
     if let Some(out) = child.stdout.take() {
-        tokio::spawn(pump(out, "stdout", tx.clone()));
+        tokio::spawn(pump(out, "stdout", tx.clone(), progress.clone()));
     }
     if let Some(err) = child.stderr.take() {
-        tokio::spawn(pump(err, "stderr", tx.clone()));
+        tokio::spawn(pump(err, "stderr", tx.clone(), progress.clone()));
     }
     drop(tx);
     if let Some(mut w) = child.stdin.take() {
@@ -148,7 +196,7 @@ pub async fn run(
     }
 
     let mut end: Option<(ExitReason, &'static str, String)> = None;
-    let mut output_bytes = 0u64;
+    let mut over_cap = false;
     let mut open_streams = 2;
     let mut captured = Vec::new();
     let deadline = tokio::time::Instant::now() + limits.timeout;
@@ -168,14 +216,17 @@ pub async fn run(
         if paused {
             last_output = tokio::time::Instant::now();
         }
-        let idle_at = limits.idle_timeout.map(|d| last_output + d);
+        let output_seen = progress.last_output();
+        let idle_at = limits
+            .idle_timeout
+            .map(|d| last_output.max(output_seen) + d);
         let kill_at = killed_at.map(|t| t + KILL_GRACE);
         tokio::select! {
             _ = log.next_delivery(), if paused => {}
             out = rx.recv(), if open_streams > 0 && !paused => match out {
                 // Past the output cap nothing more goes out, not even lines
                 // already read from the pipe.
-                Some(Out::Lines(..)) if output_bytes > limits.max_output_bytes => {}
+                Some(Out::Lines(..)) if over_cap => {}
                 Some(Out::Lines(stream, lines)) => {
                     for (bytes, partial) in lines {
                         if capture {
@@ -188,10 +239,9 @@ pub async fn run(
                         log.emit(EventKind::Log(LogData { stream: stream.into(), data, encoding, partial })).await;
                     }
                 }
-                Some(Out::Bytes(n)) => {
-                    last_output = tokio::time::Instant::now();
-                    output_bytes += n;
-                    if output_bytes > limits.max_output_bytes && end.is_none() {
+                Some(Out::OverCap) => {
+                    over_cap = true;
+                    if end.is_none() {
                         let msg = format!("output limit of {} bytes reached; the run was stopped", limits.max_output_bytes);
                         log.emit(EventKind::Log(LogData { stream: "stderr".into(), data: format!("[agenttier] {msg}"), encoding: None, partial: false })).await;
                         end = Some((ExitReason::Error, "output_limit", msg));
@@ -246,10 +296,14 @@ pub async fn run(
                 rt.terminate(pgid);
                 killed_at = Some(tokio::time::Instant::now());
             }
+            // Output read while this waited moves the deadline (set again
+            // by the next turn of the loop).
             _ = sleep_until_opt(idle_at), if end.is_none() && idle_at.is_some() => {
-                end = Some((ExitReason::Timeout, "idle", "no output for the idle timeout".into()));
-                rt.terminate(pgid);
-                killed_at = Some(tokio::time::Instant::now());
+                if progress.last_output() == output_seen {
+                    end = Some((ExitReason::Timeout, "idle", "no output for the idle timeout".into()));
+                    rt.terminate(pgid);
+                    killed_at = Some(tokio::time::Instant::now());
+                }
             }
             _ = sleep_until_opt(kill_at), if kill_at.is_some() => {
                 runtime::signal_tree(pgid, Signal::SIGKILL);
@@ -300,4 +354,27 @@ fn exit_code(s: std::process::ExitStatus) -> i32 {
     s.code()
         .or_else(|| s.signal().map(|n| 128 + n))
         .unwrap_or(-1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_read_that_passes_the_cap_is_reported_once() {
+        let p = Progress::new(10);
+        assert!(!p.read(4));
+        assert!(!p.read(6), "at the cap is not past it");
+        assert!(p.read(1));
+        assert!(!p.read(100), "only the first read past it");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_last_output_is_when_a_read_arrived() {
+        let p = Progress::new(u64::MAX);
+        assert_eq!(p.last_output(), p.started);
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        p.read(1);
+        assert_eq!(p.last_output(), p.started + Duration::from_millis(1500));
+    }
 }
