@@ -5,17 +5,33 @@
 //!
 //! [`write_str`] writes exactly what `serde_json` writes for a string: `"`,
 //! `\` and control characters escaped (`\b \t \n \f \r`, otherwise
-//! `\u00xx`), everything else as it is. It skips eight bytes at a time
-//! while none of them needs escaping.
+//! `\u00xx`), everything else as it is. It skips 32 bytes at a time while
+//! none of them needs escaping.
 
-const ONES: u64 = 0x0101_0101_0101_0101;
-const HIGH: u64 = 0x8080_8080_8080_8080;
+/// Bytes looked at together: a fold over a fixed-size chunk without an
+/// early exit, which the compiler turns into vector compares (`write_str`
+/// of 64 KiB of text: ~7 GB/s here, against ~4 with eight-byte words and
+/// bit tricks; a 63-byte line ~3 against ~2).
+const CHUNK: usize = 32;
 
-/// Whether any of the eight bytes of `w` is below 0x20, `"` or `\`.
-fn needs_escape(w: u64) -> bool {
-    let zero_in = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
-    let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
-    below_space | zero_in(w ^ (ONES * b'"' as u64)) | zero_in(w ^ (ONES * b'\\' as u64)) != 0
+/// Whether any byte of `chunk` is below 0x20, `"` or `\`.
+fn needs_escape(chunk: &[u8; CHUNK]) -> bool {
+    chunk.iter().fold(false, |any, &b| {
+        any | (b < 0x20) | (b == b'"') | (b == b'\\')
+    })
+}
+
+/// How many bytes at the start of `bytes` need no escaping: whole chunks,
+/// and all of a shorter tail (padded to a chunk) when it needs none.
+fn plain_chunks(bytes: &[u8]) -> usize {
+    let (chunks, tail) = bytes.as_chunks::<CHUNK>();
+    let plain = chunks.iter().take_while(|c| !needs_escape(c)).count();
+    if plain < chunks.len() || tail.is_empty() {
+        return plain * CHUNK;
+    }
+    let mut padded = [b'a'; CHUNK];
+    padded[..tail.len()].copy_from_slice(tail);
+    bytes.len() - if needs_escape(&padded) { tail.len() } else { 0 }
 }
 
 /// Appends `s` to `out` as a JSON string, quotes included.
@@ -27,39 +43,37 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
     let mut start = 0;
     let mut i = 0;
     loop {
-        while let Some(word) = bytes.get(i..i + 8) {
-            let w = u64::from_le_bytes(word.try_into().unwrap_or_default());
-            if needs_escape(w) {
-                break;
-            }
-            i += 8;
+        i += plain_chunks(&bytes[i..]);
+        // Byte by byte through the chunk that needs escaping (or the tail
+        // shorter than a chunk), then whole chunks again.
+        let end = (i + CHUNK).min(bytes.len());
+        if i == end {
+            break;
         }
-        let Some(&b) = bytes.get(i) else { break };
-        let escaped: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x08 => b"\\b",
-            0x0c => b"\\f",
-            0..=0x1f => &[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[(b >> 4) as usize],
-                HEX[(b & 0xf) as usize],
-            ],
-            _ => {
-                i += 1;
-                continue;
-            }
-        };
-        out.extend_from_slice(&bytes[start..i]);
-        out.extend_from_slice(escaped);
-        i += 1;
-        start = i;
+        for (k, &b) in bytes.iter().enumerate().take(end).skip(i) {
+            let escaped: &[u8] = match b {
+                b'"' => b"\\\"",
+                b'\\' => b"\\\\",
+                b'\n' => b"\\n",
+                b'\r' => b"\\r",
+                b'\t' => b"\\t",
+                0x08 => b"\\b",
+                0x0c => b"\\f",
+                0..=0x1f => &[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[(b >> 4) as usize],
+                    HEX[(b & 0xf) as usize],
+                ],
+                _ => continue,
+            };
+            out.extend_from_slice(&bytes[start..k]);
+            out.extend_from_slice(escaped);
+            start = k + 1;
+        }
+        i = end;
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
@@ -80,10 +94,10 @@ mod tests {
     #[test]
     fn writes_what_serde_json_writes() {
         // Every ASCII byte, alone and at every offset of a longer string
-        // (so each lands in every lane of the eight-byte words).
+        // (so each lands in every position of a chunk, and in the tail).
         for b in 0u8..0x80 {
             let c = char::from(b);
-            for pad in 0..17 {
+            for pad in 0..2 * CHUNK + 1 {
                 let s = format!("{}{c}{}", "a".repeat(pad), "z".repeat(9));
                 assert_eq!(
                     ours(&s),
@@ -106,25 +120,16 @@ mod tests {
     }
 
     #[test]
-    fn the_word_test_finds_every_byte_that_needs_escaping() {
+    fn the_chunk_test_finds_every_byte_that_needs_escaping() {
         for b in 0u8..=255 {
             let needs = b < 0x20 || b == b'"' || b == b'\\';
-            for lane in 0..8 {
-                let mut w = [b'a'; 8];
-                w[lane] = b;
-                assert_eq!(
-                    needs_escape(u64::from_le_bytes(w)),
-                    needs,
-                    "{b:#x} in lane {lane}"
-                );
-                // Neighbours that do not need escaping never hide it.
-                let mut w = [0xffu8; 8];
-                w[lane] = b;
-                assert_eq!(
-                    needs_escape(u64::from_le_bytes(w)),
-                    needs,
-                    "{b:#x} among 0xff"
-                );
+            for at in 0..CHUNK {
+                // Among bytes that need nothing, low and high ones.
+                for fill in [b'a', b' ', 0x7f, 0xff] {
+                    let mut c = [fill; CHUNK];
+                    c[at] = b;
+                    assert_eq!(needs_escape(&c), needs, "{b:#x} at {at} among {fill:#x}");
+                }
             }
         }
     }
