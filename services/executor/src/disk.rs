@@ -41,7 +41,7 @@ pub fn usage(dir: &Path) -> u64 {
 /// it once. A workspace found over `quota` is remembered until it is
 /// measured again (a run on it starts from that figure: one that only
 /// removes files is not adding to it).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Meter {
     quota: u64,
     last: Mutex<HashMap<PathBuf, (Instant, u64)>>,
@@ -96,7 +96,7 @@ mod tests {
         std::os::unix::fs::symlink(big.path(), dir.path().join("link")).unwrap();
         let n = usage(dir.path());
         assert!((2 << 20..3 << 20).contains(&n), "{n}");
-        let meter = Meter::default();
+        let meter = Meter::new(u64::MAX);
         let start = Instant::now();
         assert_eq!(meter.usage(dir.path(), start), n);
         std::fs::write(dir.path().join("three"), vec![1u8; 1 << 20]).unwrap();

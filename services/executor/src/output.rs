@@ -17,15 +17,9 @@ pub struct LineSplitter {
 }
 
 impl LineSplitter {
-    /// Appends `chunk` and moves every complete line into `out`.
-    pub fn push(&mut self, chunk: &[u8], out: &mut Vec<Vec<u8>>) {
-        let mut marked = Vec::new();
-        self.push_marked(chunk, &mut marked);
-        out.extend(marked.into_iter().map(|(line, _)| line));
-    }
-
-    /// As [`push`](Self::push), each line paired with whether it is
-    /// partial: a piece of a long line, which had no newline after it.
+    /// Appends `chunk` and moves every complete line into `out`, each paired
+    /// with whether it is partial: a piece of a long line, which had no
+    /// newline after it.
     pub fn push_marked(&mut self, chunk: &[u8], out: &mut Vec<(Vec<u8>, bool)>) {
         let mut rest = chunk;
         while let Some(i) = memchr::memchr(b'\n', rest) {
@@ -105,10 +99,11 @@ mod tests {
         let mut s = LineSplitter::default();
         let mut out = Vec::new();
         for c in chunks {
-            s.push(c, &mut out);
+            s.push_marked(c, &mut out);
         }
-        out.extend(s.finish());
-        out
+        let mut lines: Vec<Vec<u8>> = out.into_iter().map(|(line, _)| line).collect();
+        lines.extend(s.finish());
+        lines
     }
 
     #[test]
