@@ -27,6 +27,12 @@ pub(crate) enum Relayed {
 impl Relayed {
     /// An event as published on the bus; a `log` keeps its `data` unparsed.
     pub fn decode(payload: &Bytes) -> serde_json::Result<Self> {
+        if let Some((seq, json)) = executor_log(payload) {
+            return Ok(Relayed::Log {
+                seq,
+                data: payload.slice_ref(json),
+            });
+        }
         #[derive(Deserialize)]
         struct Envelope<'a> {
             seq: u64,
@@ -100,6 +106,25 @@ impl Relayed {
     }
 }
 
+/// A line as the executor publishes it ([`Event::to_json`]:
+/// `{"seq":N,"event":"log","data":{...}}`, in that order): its seq and its
+/// `data` JSON, found without parsing that JSON. The bus is trusted for
+/// what a line says, as for every other event (a publisher on a run's
+/// subject can already write any output and any exit); what is checked is
+/// what the SSE response itself needs: one `data:` line (no line break)
+/// of UTF-8. Anything else is `None` and takes the parser's way.
+fn executor_log(payload: &[u8]) -> Option<(u64, &[u8])> {
+    let rest = payload.strip_prefix(b"{\"seq\":")?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    let seq = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
+    let json = rest[digits..]
+        .strip_prefix(b",\"event\":\"log\",\"data\":")?
+        .strip_suffix(b"}")?;
+    let framed = json.len() >= 2 && json[0] == b'{' && json[json.len() - 1] == b'}';
+    (framed && memchr::memchr2(b'\n', b'\r', json).is_none() && std::str::from_utf8(json).is_ok())
+        .then_some((seq, json))
+}
+
 impl From<Event> for Relayed {
     fn from(e: Event) -> Self {
         Relayed::Event(e)
@@ -154,6 +179,45 @@ mod tests {
         line.kind.write_data_json(&mut want);
         assert_eq!(sse_data(&r), String::from_utf8(want).unwrap());
         assert_eq!(r.into_event(), Some(line));
+    }
+
+    #[test]
+    fn only_the_executors_layout_of_a_line_skips_the_parser() {
+        let line = Event {
+            seq: 18_446_744_073_709_551_615,
+            kind: EventKind::Log(LogData {
+                stream: "stdout".into(),
+                data: "{\"seq\":1} \u{7f} 日本".into(),
+                encoding: None,
+                partial: false,
+            }),
+        };
+        let payload = line.to_json();
+        let mut want = Vec::new();
+        line.kind.write_data_json(&mut want);
+        assert_eq!(executor_log(&payload), Some((line.seq, &want[..])));
+
+        for other in [
+            // Another field order, or spacing: valid, but parsed.
+            r#"{"event":"log","seq":3,"data":{"stream":"stdout","data":"x"}}"#,
+            r#"{"seq": 3,"event":"log","data":{"stream":"stdout","data":"x"}}"#,
+            // Not a log, or no data object.
+            r#"{"seq":3,"event":"stderr","data":{"stream":"stdout","data":"x"}}"#,
+            r#"{"seq":3,"event":"log","data":"x"}"#,
+            r#"{"seq":3,"event":"log","data":{}"#,
+            // A seq past u64, no seq.
+            r#"{"seq":18446744073709551616,"event":"log","data":{"stream":"stdout","data":"x"}}"#,
+            r#"{"seq":,"event":"log","data":{"stream":"stdout","data":"x"}}"#,
+            // A line break would end the SSE `data:` line.
+            "{\"seq\":3,\"event\":\"log\",\"data\":{\"stream\":\"stdout\",\r\"data\":\"x\"}}",
+        ] {
+            assert_eq!(executor_log(other.as_bytes()), None, "{other}");
+        }
+        // Not UTF-8: not passed on, and the parser refuses it.
+        let mut bad = br#"{"seq":3,"event":"log","data":{"stream":"stdout","data":"x"#.to_vec();
+        bad.extend_from_slice(b"\xff\"}}");
+        assert_eq!(executor_log(&bad), None);
+        assert!(Relayed::decode(&Bytes::from(bad)).is_err());
     }
 
     #[test]
