@@ -162,7 +162,7 @@ pub fn evaluate(r: &Report) -> Vec<Target> {
     }
     for row in r.rows.iter().filter(|x| x.scenario == "throttle") {
         out.push(judge(
-            &format!("429 p99 ≤ 5 ms ({}, c={})", row.case, row.concurrency),
+            &format!("429 p99 ≤ 5 ms ({})", row.case),
             row,
             row.latency.p99_ms,
             5.0,
@@ -226,6 +226,7 @@ pub fn ratios(r: &Report) -> Vec<Ratio> {
         ("api:get", "floor:nats"),
         ("invoke", "floor:nats"),
         ("invoke", "floor:http"),
+        ("throttle", "floor:http"),
     ];
     let mut out = Vec::new();
     for (ours, floor) in pairs {

@@ -1,7 +1,7 @@
-//! The harness's own smoke test: a tiny `invoke` and `stream` run against
-//! `agenttier up` whose checks must all pass, and a JSON report that reads
-//! back. No timing is asserted: benchmarks never run as timed assertions in
-//! the suite (`scripts/bench.sh` runs the real thing).
+//! The harness's own smoke test: tiny `invoke`, `stream` and `throttle`
+//! runs against `agenttier up` whose checks must all pass, and a JSON report
+//! that reads back. No timing is asserted: benchmarks never run as timed
+//! assertions in the suite (`scripts/bench.sh` runs the real thing).
 
 use std::path::{Path, PathBuf};
 
@@ -105,5 +105,37 @@ async fn tiny_invoke_and_stream_runs_pass_their_own_checks() {
     let raw = report.row("stream", "raw 1 MiB").expect("a raw row");
     assert_eq!((raw.ok, raw.error_count()), (1, 0), "{raw:?}");
     assert_eq!(raw.extra.get("bytes"), Some(&1048576.0));
+    assert_reads_back(&json, &report);
+
+    // A burst against the harness's capped template (two at a time): every
+    // request refused 429 with its body and Retry-After checked, the same
+    // burst to the trivial handler beside it, and the two as a ratio.
+    let throttle = args(
+        &sys,
+        &json,
+        &["--concurrency", "4", "--burst", "40", "throttle"],
+    );
+    let report = agenttier_tests::bounded(agenttier_loadtest::run(throttle))
+        .await
+        .expect("the throttle scenario runs");
+    for scenario in ["throttle", "floor:http"] {
+        let row = report
+            .row(scenario, "burst c=4")
+            .unwrap_or_else(|| panic!("a {scenario} row: {:?}", report.rows));
+        assert_eq!((row.ok, row.error_count()), (40, 0), "{row:?}");
+    }
+    assert!(
+        report
+            .ratios
+            .iter()
+            .any(|r| r.ours == "throttle burst c=4" && r.floor == "floor:http burst c=4"),
+        "{:?}",
+        report.ratios
+    );
+    assert!(
+        report.notes.iter().all(|n| !n.contains("holder")),
+        "the holders ended canceled: {:?}",
+        report.notes
+    );
     assert_reads_back(&json, &report);
 }

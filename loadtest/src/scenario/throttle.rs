@@ -2,7 +2,8 @@
 //! long runs, then a burst of `--burst` invokes at each concurrency must
 //! every one be refused 429 `concurrency_exceeded` with `Retry-After`; the
 //! latency of those refusals is what is measured. The holders are then
-//! canceled and must end `canceled`.
+//! canceled and must end `canceled`. Beside each burst, the same burst to
+//! a trivial axum handler (`floor:http`).
 //!
 //! The API cannot create templates, so the server must be started with a
 //! manifest holding the capped template (`scripts/bench.sh` writes one).
@@ -15,6 +16,7 @@ use serde_json::json;
 
 use super::{Budget, Ctx};
 use crate::check::Expect;
+use crate::floor;
 use crate::report::Report;
 use crate::stats::{ErrorKind, Sample};
 use crate::{Error, Result, run as call};
@@ -72,19 +74,29 @@ pub(super) async fn run(ctx: &Ctx, report: &mut Report) -> Result<()> {
         }
     };
     let burst = ctx.args.burst.max(1);
+    let (http_url, _server) = floor::http_server().await?;
     for c in ctx.args.levels(&[50, 1000]) {
         let c = c.min(burst as usize);
         ctx.warm_up(c, refused.clone()).await;
         let row = ctx
             .measure(
                 "throttle",
-                &format!("c={c}"),
+                &format!("burst c={c}"),
                 c,
                 Budget::Requests(burst),
                 refused.clone(),
             )
             .await;
         report.rows.push(row.with("cap", limit as f64));
+        if !ctx.args.no_floors {
+            // The same burst to a trivial handler: what answering that many
+            // requests at once costs on this machine before any work of ours.
+            let get = floor::http_round_trip(ctx.api.http.clone(), http_url.clone());
+            ctx.warm_up(c, get.clone()).await;
+            let case = format!("burst c={c}");
+            let row = ctx.measure("floor:http", &case, c, Budget::Requests(burst), get);
+            report.rows.push(row.await.with("burst", burst as f64));
+        }
     }
 
     for (id, _) in &holders {
