@@ -3,7 +3,10 @@
 //!
 //! Like NATS, a subscriber whose buffer is full loses messages (it is a slow
 //! consumer); anything that must not be lost carries sequence numbers and has
-//! a replay path, on both implementations.
+//! a replay path, on both implementations. Unlike NATS, the reply to a
+//! request goes to its requester alone (no subscription is made for it), so
+//! a subscriber to `_INBOX.>` would not see it; nothing in one process
+//! subscribes there.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,13 +15,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::transport::{
     Bus as BusTrait, Error, Headers, MAX_MESSAGE_SIZE, Message, Result, Subscription, message_size,
     subject_matches, validate_headers, validate_subject,
 };
+
+/// Where replies to requests are published, as NATS names its inboxes.
+const INBOX_PREFIX: &str = "_INBOX.";
 
 /// Messages a subscriber may have queued before it counts as slow and loses them.
 const SUBSCRIBER_CAPACITY: usize = 65_536;
@@ -34,7 +40,25 @@ struct Inner {
     /// the first wildcard), so a publish looks at a handful of buckets, not
     /// at every subscription.
     subs: Mutex<HashMap<String, Vec<Sub>>>,
+    /// Requests waiting for their reply, by inbox: the first message
+    /// published to one goes straight to its requester, with no
+    /// subscription made and matched for it.
+    waiting: Mutex<HashMap<String, oneshot::Sender<Message>>>,
     next_id: AtomicU64,
+}
+
+/// Forgets a request's inbox when the request ends, answered or not.
+struct Waiting<'a> {
+    inbox: &'a str,
+    inner: &'a Inner,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut waiting) = self.inner.waiting.lock() {
+            waiting.remove(self.inbox);
+        }
+    }
 }
 
 /// The tokens of `pattern` before its first wildcard, joined.
@@ -164,12 +188,26 @@ impl Bus {
 impl BusTrait for Bus {
     async fn publish(&self, subject: String, headers: Headers, payload: Bytes) -> Result<()> {
         Self::check(&subject, &headers, &payload)?;
-        self.deliver(Message {
+        let msg = Message {
             subject,
             reply: None,
             headers,
             payload,
-        });
+        };
+        let requester = match msg.subject.starts_with(INBOX_PREFIX) {
+            true => self
+                .inner
+                .waiting
+                .lock()
+                .expect("bus registry poisoned")
+                .remove(&msg.subject),
+            false => None,
+        };
+        match requester {
+            // Gone since (timed out): nobody else listens on an inbox.
+            Some(tx) => drop(tx.send(msg)),
+            None => drop(self.deliver(msg)),
+        }
         Ok(())
     }
 
@@ -189,20 +227,29 @@ impl BusTrait for Bus {
         timeout: Duration,
     ) -> Result<Message> {
         Self::check(&subject, &headers, &payload)?;
-        let inbox = format!("_INBOX.{:032x}", rand::random::<u128>());
-        let mut replies = self.add(inbox.clone(), None)?;
+        let inbox = format!("{INBOX_PREFIX}{:032x}", rand::random::<u128>());
+        let (tx, reply) = oneshot::channel();
+        self.inner
+            .waiting
+            .lock()
+            .expect("bus registry poisoned")
+            .insert(inbox.clone(), tx);
+        let _forget = Waiting {
+            inbox: &inbox,
+            inner: &self.inner,
+        };
         let reached = self.deliver(Message {
             subject,
-            reply: Some(inbox),
+            reply: Some(inbox.clone()),
             headers,
             payload,
         });
         if reached == 0 {
             return Err(Error::NoResponders);
         }
-        match tokio::time::timeout(timeout, replies.next()).await {
-            Ok(Some(reply)) => Ok(reply),
-            Ok(None) => Err(Error::Unavailable("bus closed".into())),
+        match tokio::time::timeout(timeout, reply).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(_)) => Err(Error::Unavailable("bus closed".into())),
             Err(_) => Err(Error::TimedOut),
         }
     }

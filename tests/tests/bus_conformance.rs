@@ -76,6 +76,7 @@ conformance!(
     json_request_round_trips_typed_bodies,
     request_without_subscriber_fails_fast_with_no_responders,
     request_to_silent_subscriber_times_out,
+    concurrent_requests_each_get_their_own_reply_and_a_late_one_is_not_taken,
     dropping_subscription_unsubscribes,
     payload_of_900_kib_round_trips,
     message_over_1_mib_fails_with_too_large,
@@ -383,6 +384,72 @@ async fn request_to_silent_subscriber_times_out(f: Fixture) {
     let took = start.elapsed();
     assert!(matches!(err, Error::TimedOut), "{err:?}");
     assert!(took >= timeout && took < WAIT, "took {took:?}");
+}
+
+async fn concurrent_requests_each_get_their_own_reply_and_a_late_one_is_not_taken(f: Fixture) {
+    // Answers in reverse order of arrival, so no reply can reach the right
+    // requester by being first.
+    let mut sub = subscribe(&*f.b, "svc.batch").await;
+    let b = f.b.clone();
+    let responder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while held.len() < 16 {
+            held.push(sub.next().await.expect("a request"));
+        }
+        for m in held.iter().rev() {
+            let payload = [b"re: ".as_slice(), &m.payload].concat();
+            let reply = m.reply.clone().expect("a reply subject");
+            b.publish(reply, Headers::new(), payload.into())
+                .await
+                .unwrap();
+        }
+        sub
+    });
+    let asks = (0..16).map(|i| {
+        let a = f.a.clone();
+        async move {
+            let reply = a
+                .request(
+                    "svc.batch".into(),
+                    Headers::new(),
+                    format!("{i}").into(),
+                    WAIT,
+                )
+                .await
+                .expect("request");
+            assert_eq!(text(&reply), format!("re: {i}"));
+        }
+    });
+    futures::future::join_all(asks).await;
+    let mut sub = responder.await.unwrap();
+
+    // A request that timed out: its answer, sent late, is not taken for
+    // the next request's, which gets its own.
+    let short = Duration::from_millis(200);
+    let err =
+        f.a.request("svc.batch".into(), Headers::new(), "late".into(), short)
+            .await
+            .unwrap_err();
+    assert!(matches!(err, Error::TimedOut), "{err:?}");
+    let late = sub.next().await.expect("the timed-out request");
+    let b = f.b.clone();
+    let responder = tokio::spawn(async move {
+        let reply = late.reply.clone().expect("a reply subject");
+        b.publish(reply, Headers::new(), "too late".into())
+            .await
+            .unwrap();
+        let m = sub.next().await.expect("the next request");
+        let reply = m.reply.clone().expect("a reply subject");
+        b.publish(reply, Headers::new(), "on time".into())
+            .await
+            .unwrap();
+    });
+    let reply =
+        f.a.request("svc.batch".into(), Headers::new(), "next".into(), WAIT)
+            .await
+            .expect("request");
+    assert_eq!(text(&reply), "on time");
+    responder.await.unwrap();
 }
 
 async fn dropping_subscription_unsubscribes(f: Fixture) {
