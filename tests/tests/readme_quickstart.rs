@@ -41,7 +41,10 @@ fn readme_curl_quickstart_prints_what_the_readme_says() {
         .map(|s| s.to_string())
         .chain([data.display().to_string()])
         .collect();
-    let mut up = Proc::start("up", &args, &[], dir.path(), true);
+    // No NO_COLOR (the harness sets it for every other process): the
+    // environment of a user's shell.
+    let env = [("NO_COLOR".to_string(), String::new())];
+    let mut up = Proc::start("up", &args, &env, dir.path(), true);
 
     // The admin key: generated, saved with mode 0600, printed once.
     let key_file = data.join("admin-api-key");
@@ -55,6 +58,12 @@ fn readme_curl_quickstart_prints_what_the_readme_says() {
     assert!(
         up.log()
             .contains(&format!("export AGENTTIER_API_KEY={key}"))
+    );
+    // Logged to a file, not a terminal: plain text, no color codes.
+    assert!(
+        up.log().contains(" INFO ") && !up.log().contains('\x1b'),
+        "{}",
+        up.log()
     );
 
     let script = quickstart_script().replace("http://127.0.0.1:8080", &up.url());

@@ -61,15 +61,22 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-/// Runs a server until a signal: logging on stderr, a multi-threaded runtime.
+/// Runs a server until a signal: logging on stderr (colored only on a
+/// terminal and without `NO_COLOR`: a log file or collector gets plain
+/// text), a multi-threaded runtime.
 fn serve<F, Fut>(log: &str, server: F) -> anyhow::Result<()>
 where
     F: FnOnce(CancellationToken) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
+    use std::io::IsTerminal as _;
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(log))
         .with_writer(std::io::stderr)
+        .with_ansi(
+            std::io::stderr().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        )
         .init();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
