@@ -50,6 +50,13 @@ enum Command {
     Client(client::Command),
 }
 
+/// jemalloc, not glibc's malloc: the servers allocate and free small
+/// buffers on every request and every output line across threads, where
+/// glibc's arenas spent a fifth of a 429's CPU and a third of a line
+/// stream's (A/B in docs/performance.md, "Fixed at" the commit that chose it).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
