@@ -194,17 +194,14 @@ impl BusTrait for Bus {
             headers,
             payload,
         };
-        let requester = match msg.subject.starts_with(INBOX_PREFIX) {
-            true => self
-                .inner
-                .waiting
-                .lock()
-                .expect("bus registry poisoned")
-                .remove(&msg.subject),
-            false => None,
+        let requester = if msg.subject.starts_with(INBOX_PREFIX) {
+            let mut waiting = self.inner.waiting.lock().expect("bus registry poisoned");
+            waiting.remove(&msg.subject)
+        } else {
+            None
         };
         match requester {
-            // Gone since (timed out): nobody else listens on an inbox.
+            // A requester that has just timed out drops it, as NATS would.
             Some(tx) => drop(tx.send(msg)),
             None => drop(self.deliver(msg)),
         }
