@@ -46,7 +46,7 @@ fn assert_reads_back(path: &Path, report: &Report) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tiny_invoke_and_stream_runs_pass_their_own_checks() {
+async fn tiny_invoke_stream_and_throttle_runs_pass_their_own_checks() {
     let sys = Embedded::start();
     agenttier_tests::client::wait_ready(&sys).await;
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));

@@ -201,7 +201,7 @@ mod tests {
             // Another field order, or spacing: valid, but parsed.
             r#"{"event":"log","seq":3,"data":{"stream":"stdout","data":"x"}}"#,
             r#"{"seq": 3,"event":"log","data":{"stream":"stdout","data":"x"}}"#,
-            // Not a log, or no data object.
+            // Not a log, a `data` that is not an object, a message cut short.
             r#"{"seq":3,"event":"stderr","data":{"stream":"stdout","data":"x"}}"#,
             r#"{"seq":3,"event":"log","data":"x"}"#,
             r#"{"seq":3,"event":"log","data":{}"#,
