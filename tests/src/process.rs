@@ -260,8 +260,40 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
+        self.sweep_sandboxes();
         if std::thread::panicking() {
             self.print_log_tail();
+        }
+    }
+}
+
+impl Proc {
+    /// Kills the sandboxes a killed executor can leave behind under its
+    /// `--data-dir`: a bwrap killed in its first moments (by
+    /// `--die-with-parent`, as its executor died) can leave the sandbox's
+    /// first process waiting forever for it. An executor starting on the
+    /// same directory sweeps these itself (`limits::sweep_leftovers`); a
+    /// test's directory has no next start, so the test's teardown does.
+    fn sweep_sandboxes(&self) {
+        let Some(dir) = self
+            .args
+            .iter()
+            .position(|a| a == "--data-dir")
+            .and_then(|i| self.args.get(i + 1))
+        else {
+            return;
+        };
+        for (pid, cmdline) in processes_with(&format!("{}/", dir.trim_end_matches('/'))) {
+            let bwrap = cmdline
+                .split(' ')
+                .next()
+                .is_some_and(|c| c.ends_with("/bwrap") || c == "bwrap");
+            if bwrap && let Ok(pid) = i32::try_from(pid) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
         }
     }
 }
