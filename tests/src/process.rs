@@ -272,28 +272,12 @@ impl Proc {
     /// `--data-dir`: a bwrap killed in its first moments (by
     /// `--die-with-parent`, as its executor died) can leave the sandbox's
     /// first process waiting forever for it. An executor starting on the
-    /// same directory sweeps these itself (`limits::sweep_leftovers`); a
-    /// test's directory has no next start, so the test's teardown does.
+    /// same directory sweeps these itself; a test's directory has no next
+    /// start, so the test's teardown does, with the executor's own sweep.
     fn sweep_sandboxes(&self) {
-        let Some(dir) = self
-            .args
-            .iter()
-            .position(|a| a == "--data-dir")
-            .and_then(|i| self.args.get(i + 1))
-        else {
-            return;
-        };
-        for (pid, cmdline) in processes_with(&format!("{}/", dir.trim_end_matches('/'))) {
-            let bwrap = cmdline
-                .split(' ')
-                .next()
-                .is_some_and(|c| c.ends_with("/bwrap") || c == "bwrap");
-            if bwrap && let Ok(pid) = i32::try_from(pid) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
+        let dir = self.args.iter().position(|a| a == "--data-dir");
+        if let Some(dir) = dir.and_then(|i| self.args.get(i + 1)) {
+            agenttier_executor::sweep_leftovers(Path::new(dir));
         }
     }
 }

@@ -24,6 +24,8 @@ mod state;
 mod system;
 mod terminal;
 
+pub use limits::sweep_leftovers;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
